@@ -1,0 +1,208 @@
+"""fal's queue API behind the ``VideoJobs`` port: httpx in, our error tree and job phases out.
+
+One HTTP call per operation; the URLs fal returns at submit are used for status, result and
+cancel, so namespaces and subpaths never need to be rebuilt here.
+
+Retries (stamina, capped exponential backoff with jitter):
+- status, result and cancel are idempotent: retried on transport errors, 408/409/429, and 5xx
+  that did not come from the model (no ``x-fal-request-id`` header);
+- submit is a POST that creates a paid job, so it is retried only when the job surely was not
+  created: the connection could not be made (``httpx.ConnectError``) or fal answered 429.
+  A submit whose response was lost is *not* retried: it ends as ``fal_unavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import stamina
+
+from service.errors import (
+    FalError,
+    FalJobFailed,
+    FalRejected,
+    FalResultExpired,
+    FalTimeout,
+    FalUnauthorized,
+    FalUnavailable,
+)
+from service.metrics import RelayMetrics, status_class
+from service.ports import FalJobHandle, FalOutput, FalPhase, FalStatus
+
+_PHASES = {phase.value: phase for phase in FalPhase}
+
+
+class _NotSent(FalUnavailable):
+    """The request surely did not create anything at fal: safe to send again, even a submit."""
+
+
+class FalQueue:
+    """``VideoJobs`` for one fal endpoint over an ``httpx.AsyncClient`` the caller owns."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        endpoint: str,
+        metrics: RelayMetrics,
+        attempts: int = 5,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        self._http = http
+        self._submit_url = f"{base_url.rstrip('/')}/{endpoint.strip('/')}"
+        self._metrics = metrics
+        self._attempts = attempts
+        self._retry_timeout = retry_timeout
+
+    async def submit(self, arguments: Mapping[str, Any]) -> FalJobHandle:
+        async for attempt in stamina.retry_context(
+            on=_NotSent, attempts=self._attempts, timeout=self._retry_timeout
+        ):
+            with attempt:
+                body = await self._call("submit", "POST", self._submit_url, json=dict(arguments))
+        try:
+            return FalJobHandle(
+                request_id=str(body["request_id"]),
+                status_url=str(body["status_url"]),
+                response_url=str(body["response_url"]),
+                cancel_url=str(body["cancel_url"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise FalUnavailable(f"fal's submit answer lacks {exc}", retryable=False) from None
+
+    async def status(self, job: FalJobHandle) -> FalStatus:
+        body = await self._idempotent("status", "GET", job.status_url, params={"logs": "0"})
+        phase = _PHASES.get(str(body.get("status")))
+        if phase is None:
+            raise FalUnavailable(f"fal reported an unknown status {body.get('status')!r}")
+        metrics = body.get("metrics")
+        inference = metrics.get("inference_time") if isinstance(metrics, dict) else None
+        position = body.get("queue_position")
+        return FalStatus(
+            phase=phase,
+            queue_position=position if isinstance(position, int) else None,
+            error=_opt_str(body.get("error")),
+            error_type=_opt_str(body.get("error_type")),
+            inference_time=float(inference) if isinstance(inference, int | float) else None,
+        )
+
+    async def result(self, job: FalJobHandle) -> FalOutput:
+        body = await self._idempotent("result", "GET", job.response_url)
+        video = body.get("video")
+        if not isinstance(video, dict) or not isinstance(video.get("url"), str):
+            raise FalJobFailed("fal's result has no video url", details={"result": body})
+        seed = body.get("seed")
+        return FalOutput(video=video, seed=seed if isinstance(seed, int) else None)
+
+    async def cancel(self, job: FalJobHandle) -> None:
+        try:
+            await self._idempotent("cancel", "PUT", job.cancel_url)
+        except FalRejected as exc:
+            if exc.status_code != 400:  # 400 ALREADY_COMPLETED: nothing left to cancel
+                raise
+
+    # --- one HTTP call --------------------------------------------------------------------
+
+    async def _idempotent(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        async for attempt in stamina.retry_context(
+            on=_retryable, attempts=self._attempts, timeout=self._retry_timeout
+        ):
+            with attempt:
+                return await self._call(kind, method, url, **kw)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _call(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        try:
+            response = await self._http.request(method, url, **kw)
+        except httpx.ConnectError as exc:
+            self._metrics.fal_http.labels(kind, "error").inc()
+            raise _NotSent(f"cannot connect to fal: {exc}") from None
+        except httpx.TimeoutException as exc:
+            self._metrics.fal_http.labels(kind, "error").inc()
+            raise FalUnavailable(f"fal did not answer in time ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            self._metrics.fal_http.labels(kind, "error").inc()
+            raise FalUnavailable(f"HTTP error talking to fal: {type(exc).__name__}") from None
+        self._metrics.fal_http.labels(kind, status_class(response.status_code)).inc()
+        body = _json_body(response)
+        if response.is_success:
+            if not isinstance(body, dict):
+                raise FalUnavailable(f"fal's {kind} answer is not a JSON object")
+            return body
+        raise error_for(kind, response.status_code, response.headers, body)
+
+
+def _retryable(exc: Exception) -> bool:
+    return isinstance(exc, FalUnavailable)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:2000]
+
+
+def error_for(kind: str, status: int, headers: Mapping[str, str], body: Any) -> FalError:
+    """Translate a non-2xx answer from fal into our error tree.
+
+    A header ``x-fal-request-id`` means the answer is the model's own (its status code and
+    body); without it the answer came from fal's gateway. That is the distinction fal's own
+    clients make between a job that failed and a call worth repeating.
+    """
+    detail = body.get("detail") if isinstance(body, dict) else body
+    error_type = (body.get("error_type") if isinstance(body, dict) else None) or headers.get(
+        "x-fal-error-type"
+    )
+    from_model = "x-fal-request-id" in headers
+    details = {"status_code": status, "detail": detail, "error_type": error_type}
+    message = _summary(detail) or f"fal answered {status} to {kind}"
+    if status in (401, 403):
+        return FalUnauthorized(
+            f"fal refused the key: {message}", details=details, status_code=status
+        )
+    if status == 429 and kind == "submit":
+        return _NotSent(f"fal is rate limiting: {message}", details=details, status_code=status)
+    timeout_type = headers.get("x-fal-request-timeout-type")
+    if timeout_type or error_type in ("request_timeout", "startup_timeout"):
+        # The job itself ran out of time at fal; a user-set start deadline is not worth a retry.
+        return FalTimeout(
+            message, details=details, status_code=status, retryable=timeout_type != "user"
+        )
+    if status in (408, 409, 429) or (status >= 500 and not from_model):
+        return FalUnavailable(message, details=details, status_code=status)
+    if status == 404 and kind != "submit":
+        return FalResultExpired(
+            f"fal no longer knows the job: {message}", details=details, status_code=status
+        )
+    if 400 <= status < 500:
+        return FalRejected(message, details=details, status_code=status)
+    retryable_header = headers.get("x-fal-retryable")
+    return FalJobFailed(
+        message,
+        details=details,
+        status_code=status,
+        retryable=retryable_header is not None and retryable_header.lower() == "true",
+    )
+
+
+def _summary(detail: Any) -> str:
+    """fal's detail as one line: a string as is, a FastAPI error list as 'field: message; ...'."""
+    if isinstance(detail, str):
+        return detail[:500]
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:5]:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+        return "; ".join(parts)
+    return ""

@@ -1,0 +1,58 @@
+"""The operations endpoints on RELAY_HTTP_PORT: ``/metrics``, ``/livez``, ``/readyz``.
+
+``/livez`` answers 200 while the relay's loop keeps turning (a wedged loop gets the pod
+restarted); ``/readyz`` answers 200 while the relay is connected and taking work, and 503 while
+it starts or shuts down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class OpsServer:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        is_live: Callable[[], bool],
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self._registry = registry
+        self._is_live = is_live
+        self._is_ready = is_ready
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here (port 0 in tests)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _livez(self, _request: web.Request) -> web.Response:
+        ok = self._is_live()
+        return web.json_response({"live": ok}, status=200 if ok else 503)
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ok = self._is_ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)

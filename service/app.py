@@ -1,0 +1,149 @@
+"""The composition root: settings -> adapters -> relay, and the order of start and shutdown.
+
+Start: ops endpoints (so probes answer early), producer, consumer, relay. Stop: the relay stops
+intake, hands back and commits; then the consumer leaves the group (its partitions move at
+once), the producer flushes, HTTP clients close, and the ops endpoints go last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from aiokafka.errors import KafkaError
+from httpx_aiohttp import AiohttpTransport
+
+from service.adapters.clock import SystemClock
+from service.adapters.fal import FalQueue
+from service.adapters.kafka import KafkaInbox, KafkaOutbox
+from service.adapters.ops_http import OpsServer
+from service.config import Settings
+from service.core.polling import PollSchedule
+from service.logs import get_logger
+from service.metrics import RelayMetrics
+from service.relay import Relay, RelayConfig
+
+STARTUP_TIMEOUT_S = 30.0
+_LIVENESS_STALE_S = 60.0
+
+
+class StartupError(Exception):
+    """The service could not start (e.g. Kafka unreachable); the message is one clear line."""
+
+
+def fal_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The HTTP client for fal, with the transport the settings choose (see the README's
+    'Performance' section for the measurement behind the default)."""
+    limits = httpx.Limits(
+        max_connections=min(max(settings.relay_max_in_flight, 8), 256),
+        max_keepalive_connections=min(max(settings.relay_max_in_flight, 8), 256),
+    )
+    transport: httpx.AsyncBaseTransport = (
+        AiohttpTransport(limits=limits)
+        if settings.relay_fal_http_transport == "aiohttp"
+        else httpx.AsyncHTTPTransport(limits=limits)
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        headers={"Authorization": f"Key {settings.fal_key_value}"},
+        timeout=httpx.Timeout(30.0, connect=10.0),
+    )
+
+
+class RelayService:
+    """One relay process. ``run()`` returns after a clean shutdown (``stop()``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = RelayMetrics()
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._relay: Relay | None = None
+        self._ops: OpsServer | None = None
+        self._log = get_logger()
+        self._clock = SystemClock()
+
+    @property
+    def ops_port(self) -> int | None:
+        return self._ops.port if self._ops else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._relay is not None:
+            self._relay.request_stop()
+
+    def _is_live(self) -> bool:
+        relay = self._relay
+        if relay is None or not relay.running:
+            return True  # starting or stopping: not wedged
+        return self._clock.monotonic() - relay.last_loop_at < _LIVENESS_STALE_S
+
+    def _is_ready(self) -> bool:
+        return self._relay is not None and self._relay.running and not self._stop.is_set()
+
+    async def run(self) -> None:
+        s = self.settings
+        clock = self._clock
+        async with contextlib.AsyncExitStack() as stack:
+            self._ops = OpsServer(
+                self.metrics.registry, is_live=self._is_live, is_ready=self._is_ready
+            )
+            await self._ops.start(s.relay_http_host, s.relay_http_port)
+            stack.push_async_callback(self._ops.stop)
+
+            http = await stack.enter_async_context(fal_http_client(s))
+            fal = FalQueue(
+                http, base_url=s.fal_queue_url, endpoint=s.fal_endpoint, metrics=self.metrics
+            )
+            outbox = KafkaOutbox(s)
+            inbox = KafkaInbox(s)
+            relay = Relay(
+                inbox=inbox,
+                outbox=outbox,
+                fal=fal,
+                clock=clock,
+                metrics=self.metrics,
+                config=RelayConfig(
+                    max_in_flight=s.relay_max_in_flight,
+                    poll=PollSchedule(s.relay_poll_min_interval_s, s.relay_poll_max_interval_s),
+                    job_timeout=s.relay_job_timeout_s,
+                    shutdown_grace=s.relay_shutdown_grace_s,
+                    commit_interval=s.relay_commit_interval_s,
+                    dedupe_capacity=s.relay_dedupe_capacity,
+                ),
+            )
+            async with self._kafka_started("producer"):
+                await outbox.start()
+            stack.push_async_callback(outbox.stop)
+            async with self._kafka_started("consumer"):
+                await inbox.start(listener=relay)
+            stack.push_async_callback(inbox.stop)
+            if self._stop.is_set():
+                return
+            self._relay = relay
+            self._log.info(
+                "relay_started",
+                requests_topic=s.relay_requests_topic,
+                results_topic=s.relay_results_topic,
+                group_id=s.relay_group_id,
+                max_in_flight=s.relay_max_in_flight,
+                fal_endpoint=s.fal_endpoint,
+                fal_queue_url=s.fal_queue_url,
+                http_port=self._ops.port,
+            )
+            self.ready.set()
+            await relay.run()
+
+    @contextlib.asynccontextmanager
+    async def _kafka_started(self, what: str) -> AsyncIterator[None]:
+        servers = self.settings.kafka_bootstrap_servers
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                yield
+        except (KafkaError, OSError, TimeoutError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise StartupError(
+                f"cannot start the Kafka {what} (KAFKA_BOOTSTRAP_SERVERS={servers}): {detail}"
+            ) from None

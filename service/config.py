@@ -1,0 +1,104 @@
+"""Settings: every environment variable of the contract, read once by the composition root.
+
+Nothing reads the environment at import time. A bad value becomes a ``SettingsError`` whose
+message names the variable (and never echoes a secret).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import SettingsError
+
+
+def is_local_url(url: str) -> bool:
+    """True for a loopback URL (the emulator), where FAL_KEY may be left out."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Field ``foo_bar`` is read from the environment variable ``FOO_BAR``."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+    fal_key: SecretStr | None = None
+    fal_queue_url: str = Field(default="https://queue.fal.run", pattern=r"^https?://[^/\s]+")
+    fal_endpoint: str = Field(
+        default="fal-ai/lynx", pattern=r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(/[A-Za-z0-9._/-]+)?$"
+    )
+
+    relay_requests_topic: str = Field(default="lynx.requests", min_length=1)
+    relay_results_topic: str = Field(default="lynx.results", min_length=1)
+    relay_dead_letter_topic: str = Field(default="lynx.requests.dlq", min_length=1)
+    relay_group_id: str = Field(default="lynx-relay", min_length=1)
+    relay_max_in_flight: int = Field(default=8, ge=1, le=100_000)
+    relay_http_port: int = Field(default=8000, ge=0, le=65535)
+    relay_log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Settings the contract leaves open; each has a default and is documented in the README.
+    relay_http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
+    relay_poll_min_interval_s: float = Field(default=1.0, gt=0, le=600)
+    relay_poll_max_interval_s: float = Field(default=10.0, gt=0, le=600)
+    relay_job_timeout_s: float = Field(default=3600.0, gt=0)
+    relay_shutdown_grace_s: float = Field(default=10.0, ge=0, le=600)
+    relay_commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    relay_dedupe_capacity: int = Field(default=100_000, ge=0)
+    relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.relay_poll_min_interval_s > self.relay_poll_max_interval_s:
+            raise ValueError("RELAY_POLL_MIN_INTERVAL_S must not exceed RELAY_POLL_MAX_INTERVAL_S")
+        if self.fal_key is None and not is_local_url(self.fal_queue_url):
+            raise ValueError("FAL_KEY is required unless FAL_QUEUE_URL is a local emulator")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required "
+                f"with KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
+        return self
+
+    @property
+    def fal_key_value(self) -> str:
+        # The emulator accepts any non-empty key; a placeholder keeps the header well-formed.
+        return self.fal_key.get_secret_value() if self.fal_key else "local-emulator"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read the settings from ``environ`` (the CLI passes the process environment)."""
+    try:
+        lowered = {k.lower(): v for k, v in environ.items()}
+        fields = {name: lowered[name] for name in Settings.model_fields if name in lowered}
+        return Settings.model_validate(fields)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = str(error["loc"][0]).upper() if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)

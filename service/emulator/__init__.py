@@ -1,0 +1,16 @@
+"""The fal queue emulator: a real HTTP server that speaks fal's queue protocol for Lynx.
+
+fal cannot be reached from tests or local runs, so this package stands in for
+``https://queue.fal.run``: submit, status (polled or streamed), result and cancel, with simulated
+queueing, run times, failures, input validation and result retention.
+
+- ``config``: ``EmulatorConfig`` and its command-line options.
+- ``jobs``: the pure simulation (plans, lifecycle table, scheduler); takes ``now``, owns no clock.
+- ``wire``: paths, auth and every response body, as pure functions of a job at a time.
+- ``server``: ``FalEmulator`` (aiohttp) and ``serve`` for ``lynx-relay emulator``.
+"""
+
+from service.emulator.config import EmulatorConfig, add_arguments, config_from_arguments
+from service.emulator.server import FalEmulator, serve
+
+__all__ = ["EmulatorConfig", "FalEmulator", "add_arguments", "config_from_arguments", "serve"]

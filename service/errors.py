@@ -1,0 +1,76 @@
+"""The one error tree of lynx-relay. Vendor errors (httpx, aiokafka) are translated into it
+at the seam that meets them, so the relay decides on ``code`` and ``retryable`` only.
+
+    RelayError                      code            retryable
+    +-- FalError
+    |   +-- FalUnauthorized         unauthorized     no   (401/403: the key is wrong)
+    |   +-- FalRejected             fal_rejected     no   (4xx: fal refused the input)
+    |   +-- FalJobFailed            fal_failed       per fal (the job ran and failed)
+    |   +-- FalUnavailable          fal_unavailable  yes  (transport errors, 5xx, 429)
+    |   +-- FalTimeout              timeout          yes  (our deadline or fal's)
+    |   +-- FalResultExpired        result_expired   no   (fal no longer knows the job)
+    +-- SettingsError                                     (bad configuration; exit code 2)
+
+``code`` is the error code of the contract's result event; ``details`` is fal's own detail
+(a list of field errors or a string) when there is one. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RelayError(Exception):
+    code: ClassVar[str] = "internal_error"
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, details: Any = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+
+class FalError(RelayError):
+    """Anything that went wrong talking to fal or inside fal."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        retryable: bool | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message, details=details, retryable=retryable)
+        self.status_code = status_code
+
+
+class FalUnauthorized(FalError):
+    code = "unauthorized"
+
+
+class FalRejected(FalError):
+    code = "fal_rejected"
+
+
+class FalJobFailed(FalError):
+    code = "fal_failed"
+
+
+class FalUnavailable(FalError):
+    code = "fal_unavailable"
+    default_retryable = True
+
+
+class FalTimeout(FalError):
+    code = "timeout"
+    default_retryable = True
+
+
+class FalResultExpired(FalError):
+    code = "result_expired"
+
+
+class SettingsError(RelayError):
+    """A setting is missing or has a bad value; the message names the variable."""

@@ -1,0 +1,240 @@
+"""Wire models: the request message, the Lynx input, and the result event.
+
+This module is the single source of the message shapes in ``schemas/`` (``lynx-relay schemas``
+writes them) and of the decoding of raw Kafka bytes into an accepted request or a precise
+rejection. Decoding is pure: bytes in, a value out, no exception escapes for any input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+)
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
+_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+METADATA_MAX_BYTES = 16 * 1024
+_DATA_URI_RE = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$")
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a ``Z``, the one timestamp format on our wire."""
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+Timestamp = Annotated[
+    datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")
+]
+
+
+class LynxInput(BaseModel):
+    """The input of fal's Lynx model, every field and constraint of its model page.
+
+    Fields a request leaves out are not sent to fal, so fal applies its own defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    image_url: str = Field(
+        description="The subject image: an https URL or a data:image/...;base64, URI.",
+        min_length=1,
+    )
+    prompt: str = Field(description="Text prompt to guide video generation.", min_length=1)
+    negative_prompt: str | None = Field(
+        default=None, description="What should not appear in the video."
+    )
+    num_inference_steps: int | None = Field(
+        default=None, ge=1, le=75, description="Denoising steps (fal's default: 50)."
+    )
+    seed: int | None = Field(default=None, description="Random seed (fal picks one when absent).")
+    resolution: Literal["480p", "580p", "720p"] | None = Field(
+        default=None, description="Output resolution (fal's default: 720p)."
+    )
+    aspect_ratio: Literal["16:9", "9:16", "1:1"] | None = Field(
+        default=None, description="Output aspect ratio (fal's default: 16:9)."
+    )
+    ip_scale: float | None = Field(
+        default=None, ge=0, le=2, description="Identity preservation strength (fal's default: 1)."
+    )
+    strength: float | None = Field(
+        default=None, ge=0, le=2, description="Reference image scale (fal's default: 1)."
+    )
+    frames_per_second: int | None = Field(
+        default=None, ge=5, le=30, description="Frames per second of the video (fal's default: 16)."
+    )
+    guidance_scale: float | None = Field(
+        default=None, ge=1, le=20, description="Classifier-free guidance scale (fal's default: 5)."
+    )
+    guidance_scale_2: float | None = Field(
+        default=None, ge=0, le=10, description="Second guidance scale (fal's default: 2)."
+    )
+    num_frames: int | None = Field(
+        default=None, ge=9, le=100, description="Number of frames to generate (fal's default: 81)."
+    )
+
+    @field_validator("image_url")
+    @classmethod
+    def _image_url_scheme(cls, value: str) -> str:
+        if value.startswith("https://") and len(value) > len("https://"):
+            return value
+        if _DATA_URI_RE.match(value):
+            return value
+        raise ValueError("must be an https URL or a data:image/...;base64, URI")
+
+    def to_fal_arguments(self) -> dict[str, Any]:
+        """The body fal receives: only the fields the request set."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class VideoRequest(BaseModel):
+    """A video-generation request as published on the requests topic."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    request_id: str = Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="Idempotency key of the request: 1-128 characters of [A-Za-z0-9._:@/-].",
+    )
+    input: LynxInput
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="Any JSON object of at most 16 KiB, echoed verbatim into the result event.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > METADATA_MAX_BYTES:
+                raise ValueError(f"is {size} bytes of JSON; at most {METADATA_MAX_BYTES} allowed")
+        return value
+
+
+class Video(BaseModel):
+    """The video fal produced. Fields fal did not return are null."""
+
+    url: str
+    content_type: str | None = None
+    file_name: str | None = None
+    file_size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    duration: float | None = None
+    num_frames: int | None = None
+
+
+class ErrorInfo(BaseModel):
+    """Why a request failed or was cancelled."""
+
+    code: str = Field(
+        description=(
+            "invalid_request | fal_rejected | fal_failed | fal_unavailable | timeout | "
+            "unauthorized | result_expired"
+        )
+    )
+    message: str
+    retryable: bool
+    details: Any = None
+
+
+class Timings(BaseModel):
+    """When the relay saw each step; RFC 3339 UTC. A step that did not happen is null."""
+
+    received_at: Timestamp
+    submitted_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+
+
+class ResultEvent(BaseModel):
+    """The one terminal event published per accepted request, keyed by its request_id."""
+
+    request_id: str
+    status: Literal["succeeded", "failed", "cancelled"]
+    video: Video | None = None
+    seed: int | None = None
+    error: ErrorInfo | None = None
+    fal_request_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    timings: Timings
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+# --- decoding raw bytes --------------------------------------------------------------------
+
+RejectReason = Literal[
+    "not_utf8", "not_json", "not_object", "missing_request_id", "invalid_request_id", "schema"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message cannot be accepted; ``request_id`` is set when one could be read."""
+
+    reason: RejectReason
+    message: str
+    request_id: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_request(raw: bytes | None) -> VideoRequest | Rejection:
+    """Turn a message value into a request, or a rejection that says precisely why not."""
+    if raw is None:
+        return Rejection("not_json", "message has no value")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}")
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        return Rejection("not_json", f"value is not JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Rejection("not_object", f"value is a JSON {type(obj).__name__}, not an object")
+    request_id = obj.get("request_id")
+    if request_id is None:
+        return Rejection("missing_request_id", "request_id is missing")
+    if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+        return Rejection(
+            "invalid_request_id",
+            "request_id must be a string of 1-128 characters from [A-Za-z0-9._:@/-]",
+        )
+    try:
+        return VideoRequest.model_validate(obj)
+    except ValidationError as exc:
+        details = field_errors(exc)
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        return Rejection("schema", f"invalid request: {summary}", request_id, details)
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as ``{"field": "input.num_frames", "message", "type"}`` entries."""
+    return [
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "(message)",
+            "message": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False, include_input=False)
+    ]

@@ -1,0 +1,100 @@
+"""Every Prometheus metric of the relay, with help text and bounded labels.
+
+Labels take values from small fixed sets (a reason, a status, an error code, an endpoint
+kind, a status class), never a request id. Each ``RelayMetrics`` has its own registry so
+several relays can run in one process (the integration tests do).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600)
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        p = "lynx_relay_"
+        self.requests_consumed = Counter(
+            p + "requests_consumed", "Messages taken from the requests topic.", registry=r
+        )
+        self.requests_rejected = Counter(
+            p + "requests_rejected",
+            "Messages that could not be accepted and went to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            p + "duplicates",
+            "Requests whose request_id was in flight or recently finished; no job was started.",
+            registry=r,
+        )
+        self.fal_submissions = Counter(
+            p + "fal_submissions", "Jobs fal accepted (each one is paid for).", registry=r
+        )
+        self.results = Counter(
+            p + "results",
+            "Result events published, by status and error code ('none' on success).",
+            ["status", "error_code"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            p + "dead_letters", "Messages copied to the dead-letter topic.", registry=r
+        )
+        self.jobs_in_flight = Gauge(
+            p + "jobs_in_flight",
+            "fal jobs submitted (or being submitted) and not finished.",
+            registry=r,
+        )
+        self.max_in_flight = Gauge(
+            p + "max_in_flight", "The in-flight limit (RELAY_MAX_IN_FLIGHT).", registry=r
+        )
+        self.partitions_paused = Gauge(
+            p + "partitions_paused", "1 while intake is paused at a limit, else 0.", registry=r
+        )
+        self.queue_wait = Histogram(
+            p + "job_queue_wait_seconds",
+            "Time from submit until fal reported the job running.",
+            buckets=_JOB_BUCKETS,
+            registry=r,
+        )
+        self.run_time = Histogram(
+            p + "job_run_seconds",
+            "Time from fal reporting the job running until it completed.",
+            buckets=_JOB_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            p + "job_end_to_end_seconds",
+            "Time from receiving a request until its result event was acknowledged.",
+            buckets=_JOB_BUCKETS,
+            registry=r,
+        )
+        self.fal_http = Counter(
+            p + "fal_http_requests",
+            "HTTP calls to fal by endpoint (submit/status/result/cancel) and status class.",
+            ["endpoint", "status_class"],
+            registry=r,
+        )
+        self.commits = Counter(p + "commits", "Offset commits that succeeded.", registry=r)
+        self.commit_failures = Counter(
+            p + "commit_failures", "Offset commits that failed (retried later).", registry=r
+        )
+        self.publish_failures = Counter(
+            p + "publish_failures",
+            "Writes to the results or dead-letter topic that failed and were retried.",
+            ["topic_kind"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            p + "rebalances", "Partition assignment changes seen by this replica.", registry=r
+        )
+
+
+def status_class(status: int | None) -> str:
+    """'2xx' .. '5xx', or 'error' when no response came back (transport failure)."""
+    if status is None:
+        return "error"
+    return f"{status // 100}xx"

@@ -1,0 +1,110 @@
+"""The interfaces the relay works through, one per external system, named for our need.
+
+``Inbox`` (requests in, offsets out) and ``Outbox`` (results and dead letters out) are Kafka
+in production (``service.adapters.kafka``); ``VideoJobs`` is fal's queue
+(``service.adapters.fal``); ``Clock`` is time. Tests substitute plain fakes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from service.core.offsets import Partition
+from service.messages import ResultEvent
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def part(self) -> Partition:
+        return Partition(self.topic, self.partition)
+
+
+class AssignmentListener(Protocol):
+    async def partitions_revoked(self, parts: set[Partition]) -> None: ...
+    async def partitions_assigned(self, parts: set[Partition]) -> None: ...
+
+
+class Inbox(Protocol):
+    async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
+        """Records in offset order per partition; an empty list after ``max_wait`` seconds."""
+
+    def pause(self) -> None:
+        """Pause every assigned partition (fetch keeps the consumer in its group)."""
+
+    def resume(self) -> None: ...
+
+    def rewind(self, record: InboundRecord) -> None:
+        """Deliver ``record`` (and what follows it in its partition) again on a later fetch."""
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Commit the next offset to read per partition; raises on failure."""
+
+
+class Outbox(Protocol):
+    async def publish_result(self, event: ResultEvent) -> None:
+        """Returns once the broker acknowledged the event (acks=all); raises on failure."""
+
+    async def dead_letter(self, record: InboundRecord, code: str, message: str) -> None:
+        """Copy ``record`` untouched, plus reason headers; returns once acknowledged."""
+
+
+class FalPhase(enum.Enum):
+    QUEUED = "IN_QUEUE"
+    RUNNING = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+
+
+@dataclass(frozen=True, slots=True)
+class FalJobHandle:
+    """What is needed to watch, fetch and cancel a fal job (the URLs fal gave at submit)."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class FalStatus:
+    phase: FalPhase
+    queue_position: int | None = None
+    error: str | None = None
+    error_type: str | None = None
+    inference_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FalOutput:
+    video: Mapping[str, Any]
+    seed: int | None
+
+
+class VideoJobs(Protocol):
+    """fal's queue, for one endpoint. Methods raise ``service.errors.FalError`` subclasses."""
+
+    async def submit(self, arguments: Mapping[str, Any]) -> FalJobHandle: ...
+    async def status(self, job: FalJobHandle) -> FalStatus: ...
+    async def result(self, job: FalJobHandle) -> FalOutput: ...
+    async def cancel(self, job: FalJobHandle) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Wall-clock time, timezone-aware UTC (for the timestamps of events)."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (for intervals)."""
+
+    async def sleep(self, seconds: float) -> None: ...

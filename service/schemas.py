@@ -1,0 +1,52 @@
+"""JSON Schemas of the wire messages, generated from ``service.messages`` into ``schemas/``.
+
+The checked-in files are what upstream teams read; a test fails when they drift from the
+models, and ``lynx-relay schemas`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from service.messages import ResultEvent, VideoRequest
+
+_SCHEMA_BASE = "https://github.com/lynx-relay/lynx-relay/schemas/"
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, schema in (
+        ("request.schema.json", VideoRequest.model_json_schema(mode="validation")),
+        ("result-event.schema.json", ResultEvent.model_json_schema(mode="serialization")),
+    ):
+        out[name] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": _SCHEMA_BASE + name,
+            **schema,
+        }
+    return out
+
+
+def _render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in schemas().items():
+        path = folder / name
+        path.write_text(_render(schema))
+        written.append(path)
+    return written
+
+
+def check_schemas(folder: Path) -> list[str]:
+    """Names of the files that are missing or differ from the models."""
+    return [
+        name
+        for name, schema in schemas().items()
+        if not (folder / name).is_file() or (folder / name).read_text() != _render(schema)
+    ]

@@ -1,0 +1,132 @@
+"""Decoding raw Kafka values into requests or precise rejections, and the result event shape."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.messages import (
+    ResultEvent,
+    Rejection,
+    Timings,
+    VideoRequest,
+    decode_request,
+    format_timestamp,
+)
+
+VALID: dict[str, Any] = {
+    "request_id": "order-8841",
+    "input": {"image_url": "https://example.com/subject.png", "prompt": "a pumpkin"},
+    "metadata": {"tenant": "acme", "anything": ["echoed", "back"]},
+}
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def with_input(**fields: Any) -> dict[str, Any]:
+    return {**VALID, "input": {**VALID["input"], **fields}}
+
+
+def test_valid_request_keeps_only_the_fields_it_set_for_fal() -> None:
+    request = decode_request(encode(with_input(num_frames=81, resolution="480p")))
+    assert isinstance(request, VideoRequest)
+    assert request.input.to_fal_arguments() == {
+        "image_url": "https://example.com/subject.png",
+        "prompt": "a pumpkin",
+        "num_frames": 81,
+        "resolution": "480p",
+    }
+    assert request.metadata == VALID["metadata"]
+
+
+def test_every_lynx_field_is_accepted_at_its_bounds() -> None:
+    fields = {
+        "negative_prompt": "blurry",
+        "num_inference_steps": 75,
+        "seed": 1234,
+        "resolution": "580p",
+        "aspect_ratio": "9:16",
+        "ip_scale": 2,
+        "strength": 0.0,
+        "frames_per_second": 30,
+        "guidance_scale": 20,
+        "guidance_scale_2": 0,
+        "num_frames": 9,
+    }
+    request = decode_request(encode(with_input(**fields)))
+    assert isinstance(request, VideoRequest)
+    assert request.input.to_fal_arguments() == {**VALID["input"], **fields}
+
+
+def test_data_uri_images_are_accepted() -> None:
+    request = decode_request(encode(with_input(image_url="data:image/png;base64,iVBORw0KGgo=")))
+    assert isinstance(request, VideoRequest)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not utf8", "not_utf8"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b'{"input": {}}', "missing_request_id"),
+        (b'{"request_id": "bad id with spaces", "input": {}}', "invalid_request_id"),
+        (b'{"request_id": 7, "input": {}}', "invalid_request_id"),
+        (b'{"request_id": "x", "input": {"prompt": "p", "image_url": "https://a", "seed": NaN}}',
+         "not_json"),
+        (None, "not_json"),
+    ],
+)
+def test_unreadable_messages_are_rejected_without_a_request_id(
+    raw: bytes | None, reason: str
+) -> None:
+    rejection = decode_request(raw)
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, rejection.request_id) == (reason, None)
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({**VALID, "input": {"prompt": "p"}}, "input.image_url"),
+        (with_input(num_frames=500), "input.num_frames"),
+        (with_input(resolution="4k"), "input.resolution"),
+        (with_input(sharpness=3), "input.sharpness"),
+        ({**VALID, "colour": "red"}, "colour"),
+        (with_input(image_url="ftp://example.com/x.png"), "input.image_url"),
+        (with_input(num_frames="81"), "input.num_frames"),  # strict: no string-to-int guessing
+        (with_input(frames_per_second=4), "input.frames_per_second"),
+        ({**VALID, "metadata": {"blob": "x" * 17_000}}, "metadata"),
+    ],
+)
+def test_schema_errors_name_each_field(message: dict[str, Any], field: str) -> None:
+    rejection = decode_request(encode(message))
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == "schema"
+    assert rejection.request_id == "order-8841"
+    assert rejection.details is not None
+    assert field in [d["field"] for d in rejection.details]
+    assert field in rejection.message
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_to_a_request_or_a_rejection(raw: bytes) -> None:
+    """No input makes the decoder raise."""
+    assert isinstance(decode_request(raw), VideoRequest | Rejection)
+
+
+def test_result_event_timestamps_are_rfc3339_utc_with_millis() -> None:
+    at = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
+    event = ResultEvent(request_id="r", status="failed", timings=Timings(received_at=at))
+    body = json.loads(event.to_bytes())
+    assert body["timings"]["received_at"] == "2026-11-24T10:00:00.123Z"
+    assert body["video"] is None
+    assert body["error"] is None
+    assert format_timestamp(at) == "2026-11-24T10:00:00.123Z"

@@ -1,0 +1,129 @@
+"""The relay loop over fakes: concurrency, commits, dead letters, duplicates and shutdown.
+
+The same behaviours are checked against real Kafka and the emulator in tests/integration;
+here they run in milliseconds and can force the awkward interleavings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from service.core.polling import PollSchedule
+from service.metrics import RelayMetrics
+from service.relay import Relay, RelayConfig
+from tests.fakes import FakeClock, FakeFal, FakeInbox, FakeOutbox
+
+
+def request(rid: str, prompt: str = "a pumpkin", **extra: Any) -> bytes:
+    body = {"request_id": rid, "input": {"image_url": "https://x/i.png", "prompt": prompt}}
+    return json.dumps({**body, **extra}).encode()
+
+
+@asynccontextmanager
+async def running(
+    inbox: FakeInbox, outbox: FakeOutbox, fal: FakeFal, limit: int = 3, **cfg: Any
+) -> AsyncIterator[Relay]:
+    relay = Relay(
+        inbox=inbox,
+        outbox=outbox,
+        fal=fal,
+        clock=FakeClock(),
+        metrics=RelayMetrics(),
+        config=RelayConfig(max_in_flight=limit, poll=PollSchedule(0.01, 0.05), **cfg),
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        relay.request_stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def test_out_of_order_jobs_all_publish_and_commit_to_the_log_end() -> None:
+    inbox, outbox, fal = FakeInbox(), FakeOutbox(), FakeFal()
+    for i in range(30):
+        inbox.append(i % 3, request(f"r{i}", f"polls={1 + (i * 7) % 5}"))
+    async with running(inbox, outbox, fal, limit=4):
+        await outbox.wait_for(results=30)
+    assert sorted(e.request_id for e in outbox.results) == sorted(f"r{i}" for i in range(30))
+    assert {e.status for e in outbox.results} == {"succeeded"}
+    assert fal.peak_in_flight == 4
+    assert inbox.committed == {0: 10, 1: 10, 2: 10}
+
+
+async def test_never_more_jobs_at_fal_than_the_limit_even_with_new_partitions() -> None:
+    """Records fetched past the limit are rewound, not started."""
+    inbox, outbox, fal = FakeInbox(partitions=6), FakeOutbox(), FakeFal()
+    for i in range(60):
+        inbox.append(i % 6, request(f"r{i}", "polls=3"))
+    async with running(inbox, outbox, fal, limit=2):
+        await outbox.wait_for(results=60)
+    assert fal.peak_in_flight == 2
+    assert len(fal.submitted) == 60
+
+
+async def test_invalid_messages_go_to_dead_letters_and_the_partition_keeps_flowing() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, b"not json")
+    inbox.append(0, request("bad-1", num_frames=3))  # unknown top-level field
+    inbox.append(0, request("good-1"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=2, dead_letters=2)
+    assert [(r.offset, code) for r, code, _m in outbox.dead_letters] == [
+        (0, "not_json"), (1, "schema")]
+    events = {e.request_id: e for e in outbox.results}
+    assert events["bad-1"].error is not None
+    assert events["bad-1"].error.code == "invalid_request"
+    assert events["good-1"].status == "succeeded"
+    assert inbox.committed == {0: 3}
+    assert len(fal.submitted) == 1
+
+
+async def test_a_duplicate_request_id_starts_no_second_job_and_adds_no_event() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=2), FakeOutbox(), FakeFal()
+    inbox.append(0, request("same", "polls=3"))
+    inbox.append(1, request("same", "polls=3"))
+    inbox.append(1, request("other"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=2)
+    assert sorted(e.request_id for e in outbox.results) == ["other", "same"]
+    assert len(fal.submitted) == 2
+    assert inbox.committed == {0: 1, 1: 2}  # the skipped duplicate's offset is committed too
+
+
+async def test_failed_jobs_publish_a_failed_event_with_fals_details() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("boom", "please fail", metadata={"t": 1}))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+    event = outbox.results[0]
+    assert event.status == "failed"
+    assert event.error is not None
+    assert (event.error.code, event.error.details) == ("fal_failed", {"status_code": 500})
+    assert event.metadata == {"t": 1}
+    assert event.fal_request_id == "fal-0"
+
+
+async def test_a_result_is_never_dropped_when_kafka_refuses_it_for_a_while() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(failures_to_inject=3), FakeFal()
+    inbox.append(0, request("r"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+    assert [e.request_id for e in outbox.results] == ["r"]
+
+
+async def test_shutdown_abandons_jobs_at_fal_and_commits_only_finished_ones() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("quick"))
+    inbox.append(0, request("slow", "hold"))
+    inbox.append(0, request("quick-2"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=2)
+    assert sorted(e.request_id for e in outbox.results) == ["quick", "quick-2"]
+    assert inbox.committed == {0: 1}  # "slow" (offset 1) is not finished: its offset stays
+    assert fal.cancelled == []  # a job abandoned on shutdown is left running at fal
