@@ -77,9 +77,10 @@ async def _exchange(bootstrap: str, wait_s: float) -> dict[str, Any]:
     await consumer.start()
     await producer.start()
     try:
+        await consumer.topics()  # loads the metadata partitions_for_topic answers from
         parts = [
             TopicPartition("lynx.results", p)
-            for p in sorted(await consumer.partitions_for_topic("lynx.results") or {0})
+            for p in sorted(consumer.partitions_for_topic("lynx.results") or {0})
         ]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)

@@ -84,6 +84,7 @@ async def test_submit_is_retried_only_when_no_job_can_exist() -> None:
     fal, metrics = queue(handler)
     assert (await fal.submit({})).request_id == "f-1"
     assert answers == []
+    assert [calls(metrics, "submit", c) for c in ("error", "4xx", "2xx")] == [1, 1, 1]
 
     attempts = 0
 
@@ -92,7 +93,7 @@ async def test_submit_is_retried_only_when_no_job_can_exist() -> None:
         attempts += 1
         return httpx.Response(503, text="upstream connect error")
 
-    fal, metrics = queue(flaky)
+    fal, _ = queue(flaky)
     with pytest.raises(FalUnavailable):
         await fal.submit({})
     assert attempts == 1
@@ -105,8 +106,13 @@ async def test_status_maps_fal_phases_and_is_retried_on_gateway_errors() -> None
         httpx.Response(202, json={"status": "IN_PROGRESS", "logs": None}),
         httpx.Response(
             200,
-            json={"status": "COMPLETED", "logs": None, "metrics": {"inference_time": 12.5},
-                  "error": "boom", "error_type": "runner_disconnected"},
+            json={
+                "status": "COMPLETED",
+                "logs": None,
+                "metrics": {"inference_time": 12.5},
+                "error": "boom",
+                "error_type": "runner_disconnected",
+            },
         ),
     ]
     fal, metrics = queue(lambda request: answers.pop(0))
@@ -115,7 +121,10 @@ async def test_status_maps_fal_phases_and_is_retried_on_gateway_errors() -> None
     assert (await fal.status(HANDLE)).phase is FalPhase.RUNNING
     done = await fal.status(HANDLE)
     assert (done.phase, done.inference_time, done.error_type) == (
-        FalPhase.COMPLETED, 12.5, "runner_disconnected")
+        FalPhase.COMPLETED,
+        12.5,
+        "runner_disconnected",
+    )
     assert calls(metrics, "status", "5xx") == 1
 
 
@@ -145,14 +154,39 @@ MODEL = {"x-fal-request-id": "f-1"}
     [
         ("submit", 401, {}, {"detail": "No key"}, FalUnauthorized, False),
         ("status", 403, {}, {"detail": "Forbidden"}, FalUnauthorized, False),
-        ("result", 422, MODEL, {"detail": [{"loc": ["body", "prompt"], "msg": "field required",
-                                            "type": "value_error.missing"}]}, FalRejected, False),
+        (
+            "result",
+            422,
+            MODEL,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "prompt"],
+                        "msg": "field required",
+                        "type": "value_error.missing",
+                    }
+                ]
+            },
+            FalRejected,
+            False,
+        ),
         ("result", 500, MODEL, {"detail": "Internal Server Error"}, FalJobFailed, False),
-        ("result", 503, {**MODEL, "x-fal-retryable": "true"},
-         {"detail": "Runner disconnected", "error_type": "runner_disconnected"}, FalJobFailed,
-         True),
-        ("result", 504, {**MODEL, "x-fal-request-timeout-type": "user"},
-         {"detail": "Request timed out", "error_type": "request_timeout"}, FalTimeout, False),
+        (
+            "result",
+            503,
+            {**MODEL, "x-fal-retryable": "true"},
+            {"detail": "Runner disconnected", "error_type": "runner_disconnected"},
+            FalJobFailed,
+            True,
+        ),
+        (
+            "result",
+            504,
+            {**MODEL, "x-fal-request-timeout-type": "user"},
+            {"detail": "Request timed out", "error_type": "request_timeout"},
+            FalTimeout,
+            False,
+        ),
         ("status", 502, {}, "<html>nginx</html>", FalUnavailable, True),
         ("status", 429, {}, {"detail": "slow down"}, FalUnavailable, True),
         ("result", 404, {}, {"detail": "Request not found"}, FalResultExpired, False),

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.core.jobs import TRANSITIONS, IllegalTransition, Job, JobBook, JobEvent, JobState, advance
+from service.core.jobs import (
+    TRANSITIONS,
+    IllegalTransition,
+    Job,
+    JobBook,
+    JobEvent,
+    JobState,
+    advance,
+)
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.messages import (
-    ResultEvent,
     Rejection,
+    ResultEvent,
     Timings,
     VideoRequest,
     decode_request,
@@ -79,8 +79,10 @@ def test_data_uri_images_are_accepted() -> None:
         (b'{"input": {}}', "missing_request_id"),
         (b'{"request_id": "bad id with spaces", "input": {}}', "invalid_request_id"),
         (b'{"request_id": 7, "input": {}}', "invalid_request_id"),
-        (b'{"request_id": "x", "input": {"prompt": "p", "image_url": "https://a", "seed": NaN}}',
-         "not_json"),
+        (
+            b'{"request_id": "x", "input": {"prompt": "p", "image_url": "https://a", "seed": NaN}}',
+            "not_json",
+        ),
         (None, "not_json"),
     ],
 )

@@ -75,7 +75,9 @@ async def test_invalid_messages_go_to_dead_letters_and_the_partition_keeps_flowi
     async with running(inbox, outbox, fal):
         await outbox.wait_for(results=2, dead_letters=2)
     assert [(r.offset, code) for r, code, _m in outbox.dead_letters] == [
-        (0, "not_json"), (1, "schema")]
+        (0, "not_json"),
+        (1, "schema"),
+    ]
     events = {e.request_id: e for e in outbox.results}
     assert events["bad-1"].error is not None
     assert events["bad-1"].error.code == "invalid_request"

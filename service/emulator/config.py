@@ -1,0 +1,173 @@
+"""The emulator's settings: one frozen dataclass and its command-line form.
+
+This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
+failure share, auth key, result retention, seed, served endpoints) and how those knobs are spelled
+on the command line. ``service.cli`` adds the arguments and calls ``config_from_arguments``; nothing
+here reads argv or the environment by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8470
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """How the emulated fal queue behaves. Times are seconds; ranges are uniform ``(lo, hi)``."""
+
+    run_time: tuple[float, float] = (0.2, 0.5)
+    queue_wait: tuple[float, float] = (0.0, 0.0)
+    max_concurrent: int | None = None
+    failure_rate: float = 0.0
+    # Kept out of repr so that logging or printing a config can never leak the key.
+    fal_key: str | None = field(default=None, repr=False)
+    result_ttl: float = 3600.0
+    seed: int | None = None
+    endpoints: tuple[str, ...] = ("fal-ai/lynx", "bytedance/lynx")
+
+    def __post_init__(self) -> None:
+        for name in ("run_time", "queue_wait"):
+            lo, hi = getattr(self, name)
+            if not (_finite(lo) and _finite(hi) and 0 <= lo <= hi):
+                raise ValueError(f"{name} must be 0 <= lo <= hi, got ({lo}, {hi})")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {self.max_concurrent}")
+        if not (_finite(self.failure_rate) and 0.0 <= self.failure_rate <= 1.0):
+            raise ValueError(f"failure_rate must be within [0, 1], got {self.failure_rate}")
+        if self.fal_key is not None and not self.fal_key:
+            raise ValueError("fal_key must be non-empty when set")
+        if not (self.result_ttl > 0):
+            raise ValueError(f"result_ttl must be positive, got {self.result_ttl}")
+        if not self.endpoints:
+            raise ValueError("endpoints must name at least one endpoint id")
+        for endpoint in self.endpoints:
+            if len([part for part in endpoint.split("/") if part]) < 2:
+                raise ValueError(f"endpoint id {endpoint!r} is not of the form owner/alias")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """``"0.2"`` -> ``(0.2, 0.2)``; ``"0.2-0.5"`` -> ``(0.2, 0.5)``. Raises ``ValueError``."""
+    try:
+        # A plain number first, so that "1e-3" is not split at its exponent's minus sign.
+        lo = hi = float(text)
+    except ValueError:
+        lo_text, sep, hi_text = text.strip().partition("-")
+        try:
+            lo = float(lo_text)
+            hi = float(hi_text) if sep else lo
+        except ValueError:
+            raise ValueError(f"{text!r} is not SECONDS or LO-HI") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise ValueError(f"{text!r} must satisfy 0 <= LO <= HI")
+    return (lo, hi)
+
+
+def _range_argument(text: str) -> tuple[float, float]:
+    try:
+        return parse_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int_or_none(text: str) -> int | None:
+    # 0 spells "unlimited" so a deployment can switch the limit off without removing the flag.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (unlimited) or positive")
+    return value or None
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be within [0, 1]")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``lynx-relay emulator`` options; defaults mirror ``EmulatorConfig``."""
+    defaults = EmulatorConfig()
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--run-time",
+        type=_range_argument,
+        default=defaults.run_time,
+        metavar="SECONDS|LO-HI",
+        help="how long a job runs once started (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-wait",
+        type=_range_argument,
+        default=defaults.queue_wait,
+        metavar="SECONDS|LO-HI",
+        help="extra time a job waits IN_QUEUE before it may start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=_positive_int_or_none,
+        default=defaults.max_concurrent,
+        metavar="N",
+        help="jobs running at once; the rest wait IN_QUEUE (default: unlimited; 0 = unlimited)",
+    )
+    parser.add_argument(
+        "--failure-rate",
+        type=_rate,
+        default=defaults.failure_rate,
+        metavar="SHARE",
+        help="share of jobs that fail while running with runner_disconnected (default: 0)",
+    )
+    parser.add_argument(
+        "--fal-key",
+        default=defaults.fal_key,
+        metavar="KEY",
+        help="accept only 'Authorization: Key KEY' (default: any non-empty key)",
+    )
+    parser.add_argument(
+        "--result-ttl",
+        type=_positive_float,
+        default=defaults.result_ttl,
+        metavar="SECONDS",
+        help="how long a result is kept after completion (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed for run times, failures and seeds"
+    )
+
+
+def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
+    """The config the parsed ``add_arguments`` options describe (host and port are not config)."""
+    return EmulatorConfig(
+        run_time=args.run_time,
+        queue_wait=args.queue_wait,
+        max_concurrent=args.max_concurrent,
+        failure_rate=args.failure_rate,
+        fal_key=args.fal_key,
+        result_ttl=args.result_ttl,
+        seed=args.seed,
+    )

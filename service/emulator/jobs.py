@@ -1,0 +1,526 @@
+"""The simulated fal queue: what each job will do, its lifecycle table, and the scheduler.
+
+Theory of operation. A submit turns the request body into a ``Plan`` at once: the run time, the
+extra queue wait and the output seed are drawn from the emulator's RNG in a fixed order, the input
+is validated the way the Lynx app would, and the prompt's ``[emulator:...]`` directives are read.
+The plan fixes the job's fate; time only decides *when* it happens.
+
+A job is IN_QUEUE until its queue wait is over and a run slot is free (``max_concurrent``), then
+IN_PROGRESS for its run time, then COMPLETED with an ``Outcome``. Cancelling moves a queued or
+running job straight to COMPLETED (``client_cancelled``). ``result_ttl`` after completion it is
+EXPIRED: the queue answers 404 for it, as fal forgets results.
+
+``Simulation`` is a discrete-event simulation with no I/O and no clock of its own: every method
+takes ``now`` (monotonic seconds). ``advance(now)`` replays the events due up to ``now`` in time
+order, each at its own time, so the state is the same whether it is called once late or many
+times on time; the server calls it before answering and from one driver task that sleeps until
+``next_wakeup()``. Heaps keep 10,000 jobs in flight cheap; entries made stale by a cancel are
+skipped when they reach the top rather than searched for.
+
+Start order: normal-priority jobs before low-priority ones, then submission order; a job whose
+queue wait is not over yet is skipped, not waited for. ``queue_position`` counts the queued jobs
+that sort before a job in that order (exact when ``queue_wait`` is fixed, approximate otherwise,
+as fal's own position is).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+import re
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from service.emulator.config import EmulatorConfig
+from service.messages import LynxInput
+
+# --- the lifecycle table ---------------------------------------------------------------------
+
+
+class Phase(enum.Enum):
+    """Where a job is. The first three are fal's status words; EXPIRED is the forgotten job."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"
+
+
+class Event(enum.Enum):
+    START = "start"
+    FINISH = "finish"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+
+
+TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
+    (Phase.IN_QUEUE, Event.START): Phase.IN_PROGRESS,
+    (Phase.IN_QUEUE, Event.CANCEL): Phase.COMPLETED,
+    (Phase.IN_PROGRESS, Event.FINISH): Phase.COMPLETED,
+    (Phase.IN_PROGRESS, Event.CANCEL): Phase.COMPLETED,
+    (Phase.COMPLETED, Event.EXPIRE): Phase.EXPIRED,
+}
+
+
+class IllegalTransition(Exception):
+    """An event the job's phase does not allow: a bug in the simulation, never client input."""
+
+    def __init__(self, phase: Phase, event: Event) -> None:
+        super().__init__(f"{event.value} is not allowed in {phase.value}")
+        self.phase = phase
+        self.event = event
+
+
+def next_phase(phase: Phase, event: Event) -> Phase:
+    try:
+        return TRANSITIONS[(phase, event)]
+    except KeyError:
+        raise IllegalTransition(phase, event) from None
+
+
+class Outcome(enum.Enum):
+    """How a completed job ended; decides its status fields and its result response."""
+
+    SUCCEEDED = "succeeded"
+    INVALID_INPUT = "invalid_input"  # the app's own 422, like FastAPI's validation error
+    JOB_ERROR = "job_error"  # runner_disconnected: fal's infrastructure failed the job
+    MODEL_ERROR = "model_error"  # the app answered 500 without an error in the status
+    CANCELLED = "cancelled"
+
+    @property
+    def failed(self) -> bool:
+        return self in (Outcome.INVALID_INPUT, Outcome.JOB_ERROR, Outcome.MODEL_ERROR)
+
+
+# --- what a submit decides -------------------------------------------------------------------
+
+# Not a playable video: an ISO-BMFF ``ftyp`` box and an empty ``free`` box, so that anything that
+# sniffs the first bytes sees an MP4 while the body stays tiny.
+PLACEHOLDER_MP4 = (
+    b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00\x00\x00\x08free"
+)
+OUTPUT_FILE_NAME = "output.mp4"
+
+# fal's documented defaults for the Lynx fields a request may leave out.
+DEFAULT_RESOLUTION = "720p"
+DEFAULT_ASPECT_RATIO = "16:9"
+DEFAULT_FPS = 16
+DEFAULT_NUM_FRAMES = 81
+DEFAULT_STEPS = 50
+
+_SHORT_SIDE = {"480p": 480, "580p": 580, "720p": 720}
+_SEED_LIMIT = 2**31
+
+_DIRECTIVE_RE = re.compile(r"\[emulator:([a-z0-9-]+)(?:=([^\]]*))?\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Directives:
+    """Test switches read from the prompt, so one request can ask for one fate."""
+
+    job_error: bool = False
+    result_500: bool = False
+    run_time: float | None = None
+
+
+def parse_directives(prompt: object) -> Directives:
+    """``[emulator:job-error]``, ``[emulator:result-500]``, ``[emulator:run=SECONDS]``.
+
+    Unknown directives and unreadable run times are ignored: a prompt is free text.
+    """
+    if not isinstance(prompt, str):
+        return Directives()
+    job_error = result_500 = False
+    run_time: float | None = None
+    for name, value in _DIRECTIVE_RE.findall(prompt):
+        if name == "job-error":
+            job_error = True
+        elif name == "result-500":
+            result_500 = True
+        elif name == "run":
+            try:
+                seconds = float(value)
+            except ValueError:
+                continue
+            if 0 <= seconds < float("inf"):
+                run_time = seconds
+    return Directives(job_error=job_error, result_500=result_500, run_time=run_time)
+
+
+def video_dimensions(resolution: str, aspect_ratio: str) -> tuple[int, int]:
+    """(width, height): the short side is the resolution's number, 16:9 rounded to even pixels.
+
+    fal does not publish Lynx's exact frame sizes; these are plausible, not confirmed.
+    """
+    short = _SHORT_SIDE[resolution]
+    long = 2 * round(short * 16 / 9 / 2)
+    if aspect_ratio == "9:16":
+        return (short, long)
+    if aspect_ratio == "1:1":
+        return (short, short)
+    return (long, short)
+
+
+def validate_input(body: Mapping[str, Any]) -> tuple[LynxInput | None, list[dict[str, Any]]]:
+    """The Lynx app's verdict on a body: the input, or FastAPI-shaped ``detail`` entries.
+
+    Unknown keys are dropped first, as FastAPI ignores them. Validation is lax (``"81"`` is a
+    fine ``num_frames``), as FastAPI's is; our own wire model stays strict for our own messages.
+    An ``image_url`` on an RFC 2606 ``.invalid`` host fails as the app's download would.
+    """
+    known = {key: value for key, value in body.items() if key in LynxInput.model_fields}
+    try:
+        model = LynxInput.model_validate(known, strict=False)
+    except ValidationError as exc:
+        return None, [
+            {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+    host = (
+        (urlsplit(model.image_url).hostname or "") if model.image_url.startswith("https:") else ""
+    )
+    if host == "invalid" or host.endswith(".invalid"):
+        return None, [
+            {
+                "loc": ["body", "image_url"],
+                "msg": f"Failed to download image from {model.image_url}: host {host} not found",
+                "type": "file_download_error",
+            }
+        ]
+    return model, []
+
+
+def lynx_output(model: LynxInput, seed: int) -> dict[str, Any]:
+    """The Lynx result without the video URL, which depends on the address it is fetched from."""
+    width, height = video_dimensions(
+        model.resolution or DEFAULT_RESOLUTION, model.aspect_ratio or DEFAULT_ASPECT_RATIO
+    )
+    fps = model.frames_per_second or DEFAULT_FPS
+    num_frames = model.num_frames or DEFAULT_NUM_FRAMES
+    return {
+        "video": {
+            "content_type": "video/mp4",
+            "file_name": OUTPUT_FILE_NAME,
+            "file_size": len(PLACEHOLDER_MP4),
+            "width": width,
+            "height": height,
+            "fps": fps,
+            "duration": num_frames / fps,
+            "num_frames": num_frames,
+        },
+        "seed": model.seed if model.seed is not None else seed,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A job's fate, fixed at submit: how long it waits and runs, how it ends unless cancelled."""
+
+    outcome: Outcome
+    run_time: float
+    queue_wait: float
+    output: dict[str, Any] | None = None
+    validation_errors: list[dict[str, Any]] = field(default_factory=list)
+    num_frames: int = DEFAULT_NUM_FRAMES
+    steps: int = DEFAULT_STEPS
+    frame_size: tuple[int, int] = (1280, 720)
+
+
+def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random) -> Plan:
+    """Decide a job's fate. Draws run time, queue wait, failure and seed in that order, always,
+    so a seeded emulator gives the n-th submission the same fate whatever the bodies were."""
+    run_draw = rng.uniform(*config.run_time)
+    wait_draw = rng.uniform(*config.queue_wait)
+    fail_draw = rng.random()
+    seed_draw = rng.randrange(_SEED_LIMIT)
+
+    model, errors = validate_input(body)
+    if model is None:
+        # The app rejects the input as soon as it runs, so the run is over at once.
+        return Plan(Outcome.INVALID_INPUT, 0.0, wait_draw, validation_errors=errors)
+    directives = parse_directives(model.prompt)
+    run_time = directives.run_time if directives.run_time is not None else run_draw
+    if directives.job_error or fail_draw < config.failure_rate:
+        outcome = Outcome.JOB_ERROR
+    elif directives.result_500:
+        outcome = Outcome.MODEL_ERROR
+    else:
+        outcome = Outcome.SUCCEEDED
+    output = lynx_output(model, seed_draw)
+    video = output["video"]
+    return Plan(
+        outcome,
+        run_time,
+        wait_draw,
+        output=output if outcome is Outcome.SUCCEEDED else None,
+        num_frames=video["num_frames"],
+        steps=model.num_inference_steps or DEFAULT_STEPS,
+        frame_size=(video["width"], video["height"]),
+    )
+
+
+# --- jobs and the scheduler ------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One submission and where it is. Times are monotonic seconds, as passed to the simulation."""
+
+    request_id: str
+    gateway_request_id: str
+    endpoint: str  # [ns/]owner/alias, the part status, result and cancel URLs use
+    subpath: str | None
+    input: dict[str, Any]
+    headers_recorded: dict[str, str]
+    webhook: str | None
+    low_priority: bool
+    seq: int
+    submitted_at: float
+    submitted_wall: float  # epoch seconds at submit, to turn monotonic times into timestamps
+    plan: Plan
+    eligible_at: float
+    phase: Phase = Phase.IN_QUEUE
+    outcome: Outcome | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    in_flight: bool = True  # from submit until the result is fetched after completion, or cancel
+
+    def wall(self, t: float) -> float:
+        """Epoch seconds of monotonic time ``t``."""
+        return self.submitted_wall + (t - self.submitted_at)
+
+
+class CancelOutcome(enum.Enum):
+    REQUESTED = "CANCELLATION_REQUESTED"
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+@dataclass(slots=True)
+class Counters:
+    """Running totals, kept incrementally so that reading them is O(1)."""
+
+    submissions: int = 0
+    submissions_by_endpoint: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    running: int = 0
+    peak_running: int = 0
+    completed: int = 0
+    outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+
+
+_NORMAL, _LOW = 0, 1
+_Key = TypeVar("_Key", int, float)
+
+
+class Simulation:
+    """The queue of one emulator: submit, cancel, and ``advance(now)``; no I/O, no clock."""
+
+    def __init__(self, config: EmulatorConfig, rng: random.Random) -> None:
+        self._config = config
+        self._rng = rng
+        self._jobs: dict[str, Job] = {}
+        self._seq = 0
+        # Heaps of (time or rank, seq, job); seq is unique, so jobs are never compared.
+        self._waiting: list[tuple[float, int, Job]] = []  # queued, queue wait not over yet
+        self._ready: list[tuple[int, int, Job]] = []  # queued, may start when a slot frees
+        self._running: list[tuple[float, int, Job]] = []  # by finish time
+        self._expiring: list[tuple[float, int, Job]] = []  # completed, by end of retention
+        # Sorted seqs of the queued jobs of each priority, for queue positions by bisection.
+        self._queued: tuple[list[int], list[int]] = ([], [])
+        self.counters = Counters()
+
+    # --- commands ---
+
+    def submit(
+        self,
+        *,
+        now: float,
+        wall: float,
+        request_id: str,
+        gateway_request_id: str,
+        endpoint: str,
+        subpath: str | None,
+        body: dict[str, Any],
+        headers_recorded: dict[str, str],
+        webhook: str | None,
+        low_priority: bool,
+    ) -> tuple[Job, int]:
+        """Enqueue a job; returns it and its queue position at submission."""
+        plan = plan_job(body, self._config, self._rng)
+        self._seq += 1
+        job = Job(
+            request_id=request_id,
+            gateway_request_id=gateway_request_id,
+            endpoint=endpoint,
+            subpath=subpath,
+            input=body,
+            headers_recorded=headers_recorded,
+            webhook=webhook,
+            low_priority=low_priority,
+            seq=self._seq,
+            submitted_at=now,
+            submitted_wall=wall,
+            plan=plan,
+            eligible_at=now + plan.queue_wait,
+        )
+        self._jobs[request_id] = job
+        self._queued[self._rank(job)].append(job.seq)  # seqs grow, so appending keeps it sorted
+        heapq.heappush(self._waiting, (job.eligible_at, job.seq, job))
+        counters = self.counters
+        counters.submissions += 1
+        counters.submissions_by_endpoint[endpoint] = (
+            counters.submissions_by_endpoint.get(endpoint, 0) + 1
+        )
+        counters.in_flight += 1
+        counters.peak_in_flight = max(counters.peak_in_flight, counters.in_flight)
+        position = self.queue_position(job)
+        self.advance(now)
+        return job, position
+
+    def cancel(self, request_id: str, now: float) -> CancelOutcome:
+        """Cancel a queued or running job now; its slot goes to the next job at once."""
+        self.advance(now)
+        job = self._jobs.get(request_id)
+        if job is None or job.phase is Phase.EXPIRED:
+            return CancelOutcome.NOT_FOUND
+        if job.phase is Phase.COMPLETED:
+            return CancelOutcome.ALREADY_COMPLETED
+        if job.phase is Phase.IN_QUEUE:
+            self._unqueue(job)
+        else:
+            self.counters.running -= 1
+        self._complete(job, Event.CANCEL, Outcome.CANCELLED, now)
+        self._end_in_flight(job)
+        self._fill(now)
+        self.advance(now)  # a job started just now may already be due (zero run time)
+        return CancelOutcome.REQUESTED
+
+    def record_result_fetch(self, job: Job) -> None:
+        """A result GET for a finished job ends its in-flight window, whatever it answered."""
+        if job.phase in (Phase.COMPLETED, Phase.EXPIRED):
+            self._end_in_flight(job)
+
+    def advance(self, now: float) -> list[Job]:
+        """Replay every event due by ``now`` at its own time; returns the jobs that changed."""
+        changed: list[Job] = []
+        while True:
+            finish_at = self._peek(self._running, Phase.IN_PROGRESS)
+            eligible_at = self._peek(self._waiting, Phase.IN_QUEUE)
+            if finish_at is None and eligible_at is None:
+                break
+            if eligible_at is None or (finish_at is not None and finish_at <= eligible_at):
+                assert finish_at is not None
+                if finish_at > now:
+                    break
+                _, _, job = heapq.heappop(self._running)
+                self.counters.running -= 1
+                outcome = job.plan.outcome
+                self._complete(job, Event.FINISH, outcome, finish_at)
+                changed.append(job)
+                at = finish_at
+            else:
+                if eligible_at > now:
+                    break
+                _, _, job = heapq.heappop(self._waiting)
+                heapq.heappush(self._ready, (self._rank(job), job.seq, job))
+                at = eligible_at
+            changed.extend(self._fill(at))
+        while self._expiring and self._expiring[0][0] <= now:
+            _, _, job = heapq.heappop(self._expiring)
+            if job.phase is Phase.COMPLETED:
+                job.phase = next_phase(job.phase, Event.EXPIRE)
+                changed.append(job)
+        return changed
+
+    # --- queries ---
+
+    def lookup(self, request_id: str) -> Job | None:
+        """The job, including an EXPIRED one (the server answers 404 for it but counts the GET)."""
+        return self._jobs.get(request_id)
+
+    def jobs(self) -> Iterator[Job]:
+        """Every submission so far, in submission order."""
+        return iter(self._jobs.values())
+
+    def queue_position(self, job: Job) -> int:
+        """Queued jobs that would start before ``job`` (0 = next); 0 once it left the queue."""
+        if job.phase is not Phase.IN_QUEUE:
+            return 0
+        normal, low = self._queued
+        if job.low_priority:
+            return len(normal) + bisect_left(low, job.seq)
+        return bisect_left(normal, job.seq)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued[_NORMAL]) + len(self._queued[_LOW])
+
+    def next_wakeup(self) -> float | None:
+        """When the next event is due (monotonic seconds), or None when nothing is pending."""
+        times = [
+            t
+            for t in (
+                self._peek(self._running, Phase.IN_PROGRESS),
+                self._peek(self._waiting, Phase.IN_QUEUE),
+                self._peek(self._expiring, Phase.COMPLETED),
+            )
+            if t is not None
+        ]
+        return min(times, default=None)
+
+    # --- internals ---
+
+    @staticmethod
+    def _rank(job: Job) -> int:
+        return _LOW if job.low_priority else _NORMAL
+
+    @staticmethod
+    def _peek(heap: list[tuple[_Key, int, Job]], phase: Phase) -> _Key | None:
+        """The top key of ``heap`` after dropping entries whose job is no longer in ``phase``."""
+        while heap and heap[0][2].phase is not phase:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _fill(self, at: float) -> list[Job]:
+        limit = self._config.max_concurrent
+        started: list[Job] = []
+        while limit is None or self.counters.running < limit:
+            if self._peek(self._ready, Phase.IN_QUEUE) is None:
+                break
+            _, _, job = heapq.heappop(self._ready)
+            self._unqueue(job)
+            job.phase = next_phase(job.phase, Event.START)
+            job.started_at = at
+            counters = self.counters
+            counters.running += 1
+            counters.peak_running = max(counters.peak_running, counters.running)
+            heapq.heappush(self._running, (at + job.plan.run_time, job.seq, job))
+            started.append(job)
+        return started
+
+    def _unqueue(self, job: Job) -> None:
+        seqs = self._queued[self._rank(job)]
+        index = bisect_left(seqs, job.seq)
+        if index < len(seqs) and seqs[index] == job.seq:
+            del seqs[index]
+
+    def _complete(self, job: Job, event: Event, outcome: Outcome, at: float) -> None:
+        job.phase = next_phase(job.phase, event)
+        job.outcome = outcome
+        job.completed_at = at
+        self.counters.completed += 1
+        self.counters.outcomes[outcome] += 1
+        heapq.heappush(self._expiring, (at + self._config.result_ttl, job.seq, job))
+
+    def _end_in_flight(self, job: Job) -> None:
+        if job.in_flight:
+            job.in_flight = False
+            self.counters.in_flight -= 1

@@ -1,0 +1,397 @@
+"""The fal queue emulator as a real HTTP server: a thin aiohttp layer over the pure simulation.
+
+This module owns the process-facing side: binding a socket (plain or TLS), turning requests into
+calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, counting calls for
+``/_emulator/stats``, serving the placeholder output files, and the one driver task that advances
+the simulation when its next event is due. Every handler first advances the simulation to the
+current time, so answers are exact even when the driver is late.
+
+Routes: the queue routes under ``/{[ns/]owner/alias}`` (see ``wire.parse_queue_path``), and
+unauthenticated ``GET /_emulator/stats[?jobs=1]`` and ``GET /_emulator/files/{id}/output.mp4``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from service.emulator.config import (
+    EmulatorConfig,
+    add_arguments,
+    config_from_arguments,
+)
+from service.emulator.jobs import (
+    OUTPUT_FILE_NAME,
+    PLACEHOLDER_MP4,
+    CancelOutcome,
+    Job,
+    Outcome,
+    Phase,
+    Simulation,
+)
+from service.emulator.wire import (
+    NOT_FOUND,
+    UNAUTHORIZED,
+    QueueRoute,
+    QueueUrls,
+    Reply,
+    authorized,
+    cancel_reply,
+    detail,
+    is_low_priority,
+    logs_requested,
+    parse_queue_path,
+    record_headers,
+    result_reply,
+    status_reply,
+    submit_reply,
+)
+
+__all__ = ["EmulatorConfig", "FalEmulator", "add_arguments", "config_from_arguments", "serve"]
+
+_log = structlog.get_logger(__name__)
+
+# Large enough for a data-URI subject image inline in the body, as LynxInput allows.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+STREAM_KEEPALIVE_SECONDS = 15.0
+# Open status streams get this long to finish when the server stops; they are told to end first.
+SHUTDOWN_TIMEOUT_SECONDS = 1.0
+CALL_KINDS = ("submit", "status", "result", "cancel")
+
+
+class FalEmulator:
+    """One emulated fal queue: ``await start()`` to listen, ``await stop()`` to close."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._sim = Simulation(config, random.Random(config.seed))
+        self._calls: dict[str, dict[str, int]] = {kind: {"total": 0} for kind in CALL_KINDS}
+        self._runner: web.AppRunner | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set when a submit or cancel may have moved the next event
+        self._changed = asyncio.Event()  # replaced after every change; status streams wait on it
+        self._closing = False
+        self._base_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("the emulator is not started")
+        return self._base_url
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Listen on ``host:port`` (0 = any free port); returns the base URL, e.g. for clients."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already started")
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_get("/_emulator/stats", self._handle_stats)
+        app.router.add_get("/_emulator/stats/", self._handle_stats)
+        app.router.add_get("/_emulator/files/{request_id}/{name}", self._handle_file)
+        app.router.add_route("*", "/{tail:.*}", self._handle_queue)
+        # No access log: clients poll status many times a second and that is not news.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_port = runner.addresses[0][1]
+        shown_host = f"[{host}]" if ":" in host else host
+        scheme = "https" if ssl_context is not None else "http"
+        self._base_url = f"{scheme}://{shown_host}:{bound_port}"
+        self._driver = asyncio.create_task(self._drive(), name="fal-emulator-driver")
+        return self._base_url
+
+    async def stop(self) -> None:
+        """Stop the simulation and close the server; open status streams end first."""
+        self._closing = True
+        self._pulse()
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.cancel()
+            # wait() rather than awaiting the task: its CancelledError is not ours to swallow.
+            await asyncio.wait([driver])
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        # A driver that died early is a bug in the simulation: surface it rather than lose it.
+        if driver is not None and not driver.cancelled() and driver.exception() is not None:
+            raise RuntimeError("the emulator's driver task failed") from driver.exception()
+
+    def stats(self, *, include_jobs: bool = False) -> dict[str, Any]:
+        """The body of ``GET /_emulator/stats``; with ``include_jobs`` every submission too."""
+        self._tick()
+        counters = self._sim.counters
+        outcomes = {outcome.value: count for outcome, count in counters.outcomes.items()}
+        stats: dict[str, Any] = {
+            "submissions": counters.submissions,
+            "submissions_by_endpoint": dict(counters.submissions_by_endpoint),
+            "calls": {kind: dict(counts) for kind, counts in self._calls.items()},
+            "in_flight": counters.in_flight,
+            "peak_in_flight": counters.peak_in_flight,
+            "queued": self._sim.queued,
+            "running": counters.running,
+            "peak_running": counters.peak_running,
+            "completed": counters.completed,
+            "succeeded": counters.outcomes[Outcome.SUCCEEDED],
+            "failed": sum(n for outcome, n in counters.outcomes.items() if outcome.failed),
+            "cancelled": counters.outcomes[Outcome.CANCELLED],
+            "outcomes": outcomes,
+        }
+        if include_jobs:
+            stats["jobs"] = [_job_record(job) for job in self._sim.jobs()]
+        return stats
+
+    # --- the simulation's clock ---
+
+    def _tick(self) -> float:
+        now = time.monotonic()
+        if self._sim.advance(now):
+            self._pulse()
+        return now
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _drive(self) -> None:
+        """Advance the simulation whenever its next event is due or a command moved it."""
+        while True:
+            self._wake.clear()
+            self._tick()
+            wake_at = self._sim.next_wakeup()
+            delay = None if wake_at is None else max(0.0, wake_at - time.monotonic())
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    # --- HTTP ---
+
+    def _respond(self, kind: str, reply: Reply) -> web.Response:
+        self._count(kind, reply.status)
+        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+    def _count(self, kind: str, status: int) -> None:
+        counts = self._calls.setdefault(kind, {"total": 0})
+        counts["total"] += 1
+        counts[str(status)] = counts.get(str(status), 0) + 1
+
+    async def _handle_queue(self, request: web.Request) -> web.StreamResponse:
+        route = parse_queue_path(request.method, request.path)
+        kind = "other" if route is None else route.kind.removesuffix("_stream")
+        # Auth before anything else, as fal's gateway does; the key is never logged or echoed.
+        if not authorized(request.headers.get("Authorization"), self.config.fal_key):
+            return self._respond(kind, UNAUTHORIZED)
+        if route is None:
+            return self._respond(kind, detail(404, "Not Found"))
+        if route.endpoint not in self.config.endpoints:
+            if route.kind == "cancel":
+                return self._respond(kind, cancel_reply(CancelOutcome.NOT_FOUND))
+            if route.kind == "submit":
+                return self._respond(kind, detail(404, f"Application {route.endpoint} not found"))
+            return self._respond(kind, NOT_FOUND)
+        base_url = f"{request.scheme}://{request.host}"
+        match route.kind:
+            case "submit":
+                return await self._submit(request, route, base_url)
+            case "cancel":
+                return self._cancel(route)
+            case "status_stream":
+                return await self._status_stream(request, route, base_url)
+            case "status":
+                return self._status(request, route, base_url)
+            case _:
+                return self._result(route, base_url)
+
+    async def _submit(self, request: web.Request, route: QueueRoute, base_url: str) -> web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            return self._respond("submit", detail(400, "Request body is not valid JSON"))
+        if not isinstance(body, dict):
+            return self._respond("submit", detail(422, "Request body must be a JSON object"))
+        now = time.monotonic()
+        job, position = self._sim.submit(
+            now=now,
+            wall=time.time(),
+            request_id=str(uuid.uuid4()),
+            gateway_request_id=str(uuid.uuid4()),
+            endpoint=route.endpoint,
+            subpath=route.subpath,
+            body=body,
+            headers_recorded=record_headers(request.headers),
+            webhook=request.query.get("fal_webhook"),
+            low_priority=is_low_priority(request.headers.get("X-Fal-Queue-Priority")),
+        )
+        _log.debug(
+            "emulator_job_submitted",
+            request_id=job.request_id,
+            endpoint=job.endpoint,
+            low_priority=job.low_priority,
+            queue_position=position,
+            outcome=job.plan.outcome.value,
+        )
+        self._pulse()
+        self._wake.set()
+        urls = QueueUrls.build(base_url, job.endpoint, job.request_id)
+        return self._respond("submit", submit_reply(job, position, urls))
+
+    def _lookup(self, route: QueueRoute) -> Job | None:
+        assert route.request_id is not None
+        job = self._sim.lookup(route.request_id)
+        # A request id is only known under the endpoint it was submitted to.
+        return job if job is not None and job.endpoint == route.endpoint else None
+
+    def _status(self, request: web.Request, route: QueueRoute, base_url: str) -> web.Response:
+        now = self._tick()
+        job = self._lookup(route)
+        if job is None or job.phase is Phase.EXPIRED:
+            return self._respond("status", NOT_FOUND)
+        urls = QueueUrls.build(base_url, job.endpoint, job.request_id)
+        with_logs = logs_requested(request.query.get("logs"))
+        position = self._sim.queue_position(job)
+        return self._respond("status", status_reply(job, now, position, urls, with_logs))
+
+    def _result(self, route: QueueRoute, base_url: str) -> web.Response:
+        self._tick()
+        job = self._lookup(route)
+        if job is not None:
+            self._sim.record_result_fetch(job)
+        return self._respond("result", result_reply(job, base_url))
+
+    def _cancel(self, route: QueueRoute) -> web.Response:
+        assert route.request_id is not None
+        if self._lookup(route) is None:
+            return self._respond("cancel", cancel_reply(CancelOutcome.NOT_FOUND))
+        outcome = self._sim.cancel(route.request_id, time.monotonic())
+        if outcome is CancelOutcome.REQUESTED:
+            _log.debug("emulator_job_cancelled", request_id=route.request_id)
+            self._pulse()
+            self._wake.set()
+        return self._respond("cancel", cancel_reply(outcome))
+
+    async def _status_stream(
+        self, request: web.Request, route: QueueRoute, base_url: str
+    ) -> web.StreamResponse:
+        """Server-sent events: each changed status as ``data: <json>``, closed after COMPLETED.
+
+        A new event is sent when the simulation changes (a job started, finished, was cancelled),
+        so log lines that appear between changes arrive with the next change.
+        """
+        self._tick()
+        job = self._lookup(route)
+        if job is None or job.phase is Phase.EXPIRED:
+            return self._respond("status", NOT_FOUND)
+        self._count("status", 200)
+        urls = QueueUrls.build(base_url, job.endpoint, job.request_id)
+        with_logs = logs_requested(request.query.get("logs"))
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        last = ""
+        try:
+            while not self._closing:
+                changed = self._changed
+                now = self._tick()
+                reply = status_reply(job, now, self._sim.queue_position(job), urls, with_logs)
+                payload = json.dumps(reply.body)
+                if payload != last:
+                    await response.write(f"data: {payload}\n\n".encode())
+                    last = payload
+                if job.phase not in (Phase.IN_QUEUE, Phase.IN_PROGRESS):
+                    break
+                try:
+                    async with asyncio.timeout(STREAM_KEEPALIVE_SECONDS):
+                        await changed.wait()
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; nothing to tell it
+        return response
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        include_jobs = logs_requested(request.query.get("jobs"))
+        return web.json_response(self.stats(include_jobs=include_jobs))
+
+    async def _handle_file(self, request: web.Request) -> web.Response:
+        job = self._sim.lookup(request.match_info["request_id"])
+        if (
+            job is None
+            or job.outcome is not Outcome.SUCCEEDED
+            or request.match_info["name"] != OUTPUT_FILE_NAME
+        ):
+            return web.json_response({"detail": "File not found"}, status=404)
+        return web.Response(body=PLACEHOLDER_MP4, content_type="video/mp4")
+
+
+def _job_record(job: Job) -> dict[str, Any]:
+    return {
+        "request_id": job.request_id,
+        "endpoint": job.endpoint,
+        "subpath": job.subpath,
+        "input": job.input,
+        "headers_recorded": job.headers_recorded,
+        "webhook": job.webhook,
+        "low_priority": job.low_priority,
+        "submitted_at": datetime.fromtimestamp(job.submitted_wall, UTC).isoformat(),
+        "state": job.phase.value,
+        "outcome": None if job.outcome is None else job.outcome.value,
+        "in_flight": job.in_flight,
+    }
+
+
+def _ensure_logging() -> None:
+    # The CLI normally configures structlog; run bare, the emulator still speaks JSON lines.
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        )
+
+
+async def serve(config: EmulatorConfig, host: str, port: int) -> None:
+    """Run an emulator until cancelled; logs ``emulator_listening`` with the base URL once bound."""
+    _ensure_logging()
+    emulator = FalEmulator(config)
+    base_url = await emulator.start(host, port)
+    try:
+        _log.info(
+            "emulator_listening",
+            base_url=base_url,
+            endpoints=list(config.endpoints),
+            run_time=list(config.run_time),
+            queue_wait=list(config.queue_wait),
+            max_concurrent=config.max_concurrent,
+            failure_rate=config.failure_rate,
+            result_ttl=config.result_ttl,
+            seed=config.seed,
+            auth="fixed key" if config.fal_key is not None else "any key",
+        )
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()

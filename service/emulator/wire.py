@@ -1,0 +1,279 @@
+"""fal's queue protocol on the wire: paths, auth, headers, and every response the emulator gives.
+
+This module owns the mapping between a ``Job`` at a moment and fal's HTTP words: which route a
+path is, whether an ``Authorization`` header is acceptable, which optional submit headers are
+recorded, and the status code, JSON body and headers of each answer (``Reply``). It is pure; the
+aiohttp layer in ``server.py`` only moves bytes. Shapes follow the team's fal queue protocol notes
+(``fal-queue-protocol.md``); where they say "unconfirmed", the behaviour they state is implemented.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from service.emulator.jobs import (
+    OUTPUT_FILE_NAME,
+    CancelOutcome,
+    Job,
+    Outcome,
+    Phase,
+)
+
+NAMESPACES = ("workflows", "comfy")
+
+RouteKind = Literal["submit", "status", "status_stream", "result", "cancel"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRoute:
+    """A parsed queue path. ``endpoint`` is ``[ns/]owner/alias``; ``subpath`` only on submit."""
+
+    kind: RouteKind
+    endpoint: str
+    subpath: str | None = None
+    request_id: str | None = None
+
+
+def parse_queue_path(method: str, path: str) -> QueueRoute | None:
+    """Which queue route ``method path`` is, or None. Trailing (and doubled) slashes are ignored.
+
+    Submit is ``POST /{endpoint}[/subpath]``; the others are
+    ``/{endpoint}/requests/{id}[/status[/stream] | /cancel]`` without the subpath, which is how
+    fal_client (``AppId`` and ``from_request_id``) and the JS client build them.
+    """
+    segments = [segment for segment in path.split("/") if segment]
+    width = 3 if segments and segments[0] in NAMESPACES else 2
+    if len(segments) < width:
+        return None
+    endpoint = "/".join(segments[:width])
+    rest = segments[width:]
+    if method == "POST":
+        return QueueRoute("submit", endpoint, subpath="/".join(rest) or None)
+    if len(rest) < 2 or rest[0] != "requests":
+        return None
+    request_id, tail = rest[1], rest[2:]
+    if method in ("GET", "HEAD"):
+        if not tail:
+            return QueueRoute("result", endpoint, request_id=request_id)
+        if tail == ["status"]:
+            return QueueRoute("status", endpoint, request_id=request_id)
+        if tail == ["status", "stream"]:
+            return QueueRoute("status_stream", endpoint, request_id=request_id)
+    if method == "PUT" and tail == ["cancel"]:
+        return QueueRoute("cancel", endpoint, request_id=request_id)
+    return None
+
+
+def authorized(header: str | None, expected_key: str | None) -> bool:
+    """``Authorization: Key <key>``: the configured key, or any non-empty key when none is set."""
+    if not header:
+        return False
+    scheme, _, key = header.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "key" or not key:
+        return False
+    if expected_key is None:
+        return True
+    return hmac.compare_digest(key.encode(), expected_key.encode())
+
+
+# The optional submit headers fal documents; recorded under these spellings when present.
+RECORDED_HEADERS = (
+    "X-Fal-Queue-Priority",
+    "X-Fal-Runner-Hint",
+    "X-Fal-Request-Timeout",
+    "X-Fal-Request-Start-Timeout",
+    "X-Fal-No-Retry",
+    "X-Fal-Object-Lifecycle-Preference",
+)
+
+
+def record_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The optional fal headers of a submit (``headers`` must look names up case-insensitively)."""
+    return {name: headers[name] for name in RECORDED_HEADERS if name in headers}
+
+
+def is_low_priority(value: str | None) -> bool:
+    # Priority can only be lowered, so anything but "low" is normal.
+    return value is not None and value.strip().lower() == "low"
+
+
+def logs_requested(value: str | None) -> bool:
+    """``?logs=1`` or ``?logs=true`` (fal_client sends the Python bool as ``true``/``false``)."""
+    return value is not None and value.strip().lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUrls:
+    """The absolute URLs of one request, built from the address the client used."""
+
+    response_url: str
+    status_url: str
+    cancel_url: str
+
+    @classmethod
+    def build(cls, base_url: str, endpoint: str, request_id: str) -> QueueUrls:
+        response_url = f"{base_url}/{endpoint}/requests/{request_id}"
+        return cls(response_url, f"{response_url}/status", f"{response_url}/cancel")
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "response_url": self.response_url,
+            "status_url": self.status_url,
+            "cancel_url": self.cancel_url,
+        }
+
+
+def file_url(base_url: str, request_id: str) -> str:
+    return f"{base_url}/_emulator/files/{request_id}/{OUTPUT_FILE_NAME}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def detail(status: int, message: str) -> Reply:
+    return Reply(status, {"detail": message})
+
+
+NOT_FOUND = Reply(404, {"detail": "Request not found"})
+UNAUTHORIZED = Reply(
+    401, {"detail": "Missing or invalid credentials: use 'Authorization: Key <key>'"}
+)
+
+
+def submit_reply(job: Job, position: int, urls: QueueUrls) -> Reply:
+    return Reply(
+        200,
+        {
+            "request_id": job.request_id,
+            **urls.as_dict(),
+            "status": "IN_QUEUE",
+            "queue_position": position,
+            "gateway_request_id": job.gateway_request_id,
+        },
+    )
+
+
+# (error message, error_type) that a completed job's status carries, per outcome.
+_STATUS_ERRORS: dict[Outcome, tuple[str, str]] = {
+    Outcome.INVALID_INPUT: ("Invalid status code: 422", "validation_error"),
+    Outcome.JOB_ERROR: ("Runner disconnected unexpectedly", "runner_disconnected"),
+    Outcome.CANCELLED: ("Request was cancelled", "client_cancelled"),
+}
+
+
+def status_reply(job: Job, now: float, position: int, urls: QueueUrls, with_logs: bool) -> Reply:
+    """The status of ``job`` at ``now``: 202 while queued or running, 200 once completed."""
+    body: dict[str, Any] = {"status": job.phase.value, "request_id": job.request_id}
+    body.update(urls.as_dict())
+    body["logs"] = log_lines(job, now) if with_logs else None
+    if job.phase is Phase.IN_QUEUE:
+        body["queue_position"] = position
+        return Reply(202, body)
+    if job.phase is Phase.IN_PROGRESS:
+        return Reply(202, body)
+    assert job.completed_at is not None
+    assert job.outcome is not None
+    inference_time = None if job.started_at is None else job.completed_at - job.started_at
+    body["metrics"] = {"inference_time": inference_time}
+    if job.outcome in _STATUS_ERRORS:
+        body["error"], body["error_type"] = _STATUS_ERRORS[job.outcome]
+    return Reply(200, body)
+
+
+def result_reply(job: Job | None, base_url: str) -> Reply:
+    """The answer to a result GET: the output, the app's own error, or fal's."""
+    if job is None or job.phase is Phase.EXPIRED:
+        return NOT_FOUND
+    if job.phase is not Phase.COMPLETED:
+        return detail(400, "Request is still in progress")
+    request_header = {"x-fal-request-id": job.request_id}
+    match job.outcome:
+        case Outcome.SUCCEEDED:
+            assert job.plan.output is not None
+            output = job.plan.output
+            video = {"url": file_url(base_url, job.request_id), **output["video"]}
+            return Reply(200, {**output, "video": video}, request_header)
+        case Outcome.INVALID_INPUT:
+            return Reply(422, {"detail": job.plan.validation_errors}, request_header)
+        case Outcome.MODEL_ERROR:
+            return Reply(500, {"detail": "Internal Server Error"}, request_header)
+        case Outcome.JOB_ERROR:
+            message, error_type = _STATUS_ERRORS[Outcome.JOB_ERROR]
+            return Reply(
+                503,
+                {"detail": message, "error_type": error_type},
+                {**request_header, "X-Fal-Error-Type": error_type, "X-Fal-Retryable": "true"},
+            )
+        case _:
+            message, error_type = _STATUS_ERRORS[Outcome.CANCELLED]
+            return Reply(
+                400,
+                {"detail": message, "error_type": error_type},
+                {**request_header, "X-Fal-Error-Type": error_type},
+            )
+
+
+_CANCEL_STATUS = {
+    CancelOutcome.REQUESTED: 202,
+    CancelOutcome.ALREADY_COMPLETED: 400,
+    CancelOutcome.NOT_FOUND: 404,
+}
+
+
+def cancel_reply(outcome: CancelOutcome) -> Reply:
+    return Reply(_CANCEL_STATUS[outcome], {"status": outcome.value})
+
+
+def _timestamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
+
+
+def log_lines(job: Job, now: float) -> list[dict[str, str]]:
+    """What the app would have printed by ``now``: a start line, progress, and how it ended."""
+    if job.started_at is None:
+        return []
+    plan = job.plan
+    start = job.started_at
+    end = job.completed_at if job.completed_at is not None else now
+    # Progress is spread over the planned run; a cancel cuts it short at ``end``.
+    run_time = plan.run_time
+    lines: list[tuple[float, str, str]] = []
+    if plan.outcome is Outcome.INVALID_INPUT:
+        lines.append((start, "INFO", "Validating input"))
+    else:
+        width, height = plan.frame_size
+        lines.append(
+            (start, "INFO", f"Generating {plan.num_frames} frames at {width}x{height} with Lynx")
+        )
+        for quarter in (1, 2, 3):
+            step = plan.steps * quarter // 4
+            lines.append(
+                (start + run_time * quarter / 4, "STDERR", f"Denoising: {step}/{plan.steps}")
+            )
+    if job.completed_at is not None:
+        match job.outcome:
+            case Outcome.SUCCEEDED:
+                lines.append((end, "INFO", f"Saved {OUTPUT_FILE_NAME}"))
+            case Outcome.INVALID_INPUT:
+                lines.append((end, "ERROR", "Input validation failed"))
+            case Outcome.JOB_ERROR:
+                lines.append((end, "ERROR", "Runner disconnected"))
+            case Outcome.MODEL_ERROR:
+                lines.append((end, "ERROR", "Unhandled exception in the app"))
+            case _:
+                lines.append((end, "WARN", "Cancelled by the client"))
+    horizon = min(now, end)
+    return [
+        {"message": message, "level": level, "source": "USER", "timestamp": _timestamp(job.wall(t))}
+        for t, level, message in lines
+        if t <= horizon
+    ]
