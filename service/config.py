@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import SettingsError
@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     relay_commit_interval_s: float = Field(default=1.0, gt=0, le=60)
     relay_dedupe_capacity: int = Field(default=100_000, ge=0)
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    @field_validator(
+        "fal_key",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `FAL_KEY=` in a manifest or an empty Secret means "not set", not "a key of no text".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

@@ -56,7 +56,8 @@ def _wait_http(port: int, deadline: float) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-async def _ensure_topics(bootstrap: str) -> None:
+async def _ensure_topics(bootstrap: str) -> int:
+    """Create the contract's default topics if missing; the results topic's partition count."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -66,22 +67,20 @@ async def _ensure_topics(bootstrap: str) -> None:
         ]
         if missing:
             await admin.create_topics(missing)
+        (results,) = await admin.describe_topics(["lynx.results"])
+        return len(results["partitions"])
     finally:
         await admin.close()
 
 
-async def _exchange(bootstrap: str, wait_s: float) -> dict[str, Any]:
+async def _exchange(bootstrap: str, partitions: int, wait_s: float) -> dict[str, Any]:
     """Publish the sample request, return its result event (read from the log end onwards)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await consumer.start()
     await producer.start()
     try:
-        await consumer.topics()  # loads the metadata partitions_for_topic answers from
-        parts = [
-            TopicPartition("lynx.results", p)
-            for p in sorted(consumer.partitions_for_topic("lynx.results") or {0})
-        ]
+        parts = [TopicPartition("lynx.results", p) for p in range(partitions)]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
         for tp, end in ends.items():
@@ -105,7 +104,7 @@ async def _exchange(bootstrap: str, wait_s: float) -> dict[str, Any]:
 
 
 def run_demo(bootstrap: str, *, timeout: float) -> int:
-    asyncio.run(_ensure_topics(bootstrap))
+    partitions = asyncio.run(_ensure_topics(bootstrap))
     emulator_port, relay_port = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "service"]
     emulator = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
@@ -136,7 +135,7 @@ def run_demo(bootstrap: str, *, timeout: float) -> int:
         _say(f"fal queue emulator on http://127.0.0.1:{emulator_port}")
         _wait_http(relay_port, time.monotonic() + 30)
         _say(f"relay running; metrics on http://127.0.0.1:{relay_port}/metrics")
-        event = asyncio.run(_exchange(bootstrap, timeout))
+        event = asyncio.run(_exchange(bootstrap, partitions, timeout))
         print(json.dumps(event, indent=2))
         _say(f"result event for {event['request_id']}: {event['status']}")
     finally:

@@ -133,8 +133,8 @@ class Video(BaseModel):
     file_size: int | None = None
     width: int | None = None
     height: int | None = None
-    fps: float | None = None
-    duration: float | None = None
+    fps: int | float | None = None
+    duration: int | float | None = None
     num_frames: int | None = None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from service.messages import ResultEvent, VideoRequest
 
-_SCHEMA_BASE = "https://github.com/lynx-relay/lynx-relay/schemas/"
+_SCHEMA_BASE = "urn:lynx-relay:schemas:v1:"
 
 
 def schemas() -> dict[str, dict[str, Any]]:

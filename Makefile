@@ -1,0 +1,35 @@
+# One task runner. `make demo` runs the whole path locally; `make test` is what CI runs.
+SHELL := /bin/bash
+# uv from PATH, or the copy `make setup` installs with pip (runnable as a module).
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+DEMO_KAFKA_PORT ?= 19092
+DEMO_KAFKA_DIR ?= $(HOME)/.cache/lynx-relay/demo-kafka
+
+.PHONY: setup lint test unit demo schemas
+
+setup:  ## install uv if missing, the locked environment, and the Kafka jars
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+	  || python3 -m pip install --quiet uv
+	$(UV) sync --locked
+	scripts/kafka fetch
+
+lint: setup  ## ruff, mypy --strict, import contracts, schemas up to date
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+	$(UV) run lint-imports
+	$(UV) run lynx-relay schemas --check
+
+test: lint  ## everything CI checks: lint, then the whole suite on a real Kafka broker
+	$(UV) run pytest
+
+unit: setup  ## the fast tests that need neither Kafka nor a network port of ours
+	$(UV) run pytest tests/unit
+
+schemas: setup  ## regenerate schemas/ from service/messages.py
+	$(UV) run lynx-relay schemas
+
+demo: setup  ## local Kafka + fal emulator + relay; publish the sample request, print its result
+	scripts/kafka start --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null
+	$(UV) run lynx-relay demo --bootstrap 127.0.0.1:$(DEMO_KAFKA_PORT); \
+	  status=$$?; scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR); exit $$status

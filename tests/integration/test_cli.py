@@ -1,0 +1,174 @@
+"""The installed command as an operator runs it: settings errors, start-up failures, JSON logs
+on stdout, and a clean exit on SIGTERM with jobs still running at fal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from service.emulator.config import EmulatorConfig
+from tests.conftest import free_port
+from tests.integration.conftest import (
+    Topics,
+    committed_and_end,
+    consume,
+    emulator_running,
+    events,
+    produce,
+    request,
+)
+
+SECRET_KEY = "fal-key-id:very-secret-value-4711"
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "service", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help_lists_the_sub_commands() -> None:
+    out = run_cli("--help", env={})
+    assert out.returncode == 0
+    for command in ("run", "emulator", "schemas", "demo"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"RELAY_MAX_IN_FLIGHT": "0"}, "RELAY_MAX_IN_FLIGHT"),
+        ({"RELAY_MAX_IN_FLIGHT": "many"}, "RELAY_MAX_IN_FLIGHT"),
+        ({"KAFKA_SECURITY_PROTOCOL": "CARRIER_PIGEON"}, "KAFKA_SECURITY_PROTOCOL"),
+        ({"FAL_QUEUE_URL": "https://queue.fal.run"}, "FAL_KEY"),
+        ({"RELAY_HTTP_PORT": "70000"}, "RELAY_HTTP_PORT"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_and_exit_code_2(
+    env: dict[str, str], variable: str
+) -> None:
+    out = run_cli("run", env={"FAL_QUEUE_URL": "http://127.0.0.1:9", "FAL_KEY": "", **env})
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""
+
+
+def test_unreachable_kafka_at_start_is_one_clear_line_and_exit_code_2() -> None:
+    out = run_cli(
+        "run",
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FAL_QUEUE_URL": "http://127.0.0.1:9",
+            "FAL_KEY": SECRET_KEY,
+            "RELAY_HTTP_PORT": "0",
+        },
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
+    assert SECRET_KEY not in out.stdout + out.stderr
+
+
+@asynccontextmanager
+async def relay_process(env: dict[str, str]) -> AsyncIterator[tuple[Any, list[dict[str, Any]]]]:
+    """``lynx-relay run`` as a child process; yields it with its parsed log lines so far."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+    try:
+        yield proc, lines
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def read_until(
+    proc: Any, lines: list[dict[str, Any]], event: str, within: float = 60, **fields: str
+) -> None:
+    """Read JSON log lines from the child until one has ``event`` and ``fields`` (every line
+    must parse as JSON)."""
+    async with asyncio.timeout(within):
+        while True:
+            raw = await proc.stdout.readline()
+            assert raw, f"relay exited before logging {event}"
+            line = json.loads(raw)
+            lines.append(line)
+            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                return
+
+
+@pytest.mark.kafka
+async def test_sigterm_exits_0_promptly_with_a_job_still_running_at_fal(topics: Topics) -> None:
+    """The process logs JSON on stdout, publishes a finished job's result, and on SIGTERM
+    stops intake, commits what is finished and exits 0 well before the long job ends. The
+    FAL_KEY appears in none of its output."""
+    config = EmulatorConfig(run_time=(0.05, 0.05))
+    async with emulator_running(config) as fal:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+            "FAL_QUEUE_URL": fal.base_url,
+            "FAL_KEY": SECRET_KEY,
+            "RELAY_REQUESTS_TOPIC": topics.requests,
+            "RELAY_RESULTS_TOPIC": topics.results,
+            "RELAY_DEAD_LETTER_TOPIC": topics.dead_letters,
+            "RELAY_GROUP_ID": topics.group,
+            "RELAY_HTTP_PORT": "0",
+            "RELAY_POLL_MIN_INTERVAL_S": "0.05",
+            "RELAY_POLL_MAX_INTERVAL_S": "0.2",
+        }
+        async with relay_process(env) as (proc, lines):
+            await read_until(proc, lines, "relay_started")
+            await produce(
+                topics.bootstrap,
+                topics.requests,
+                [request("quick"), request("long", "x [emulator:run=300]")],
+                partition=0,
+            )
+            got = events(await consume(topics.bootstrap, topics.results, 1))
+            await read_until(proc, lines, "job_submitted", request_id="long")
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                rest, err = await proc.communicate()
+            took = time.monotonic() - started
+    assert proc.returncode == 0, err.decode()
+    assert took < 15
+    for raw in rest.splitlines():
+        lines.append(json.loads(raw))
+    names = [line["event"] for line in lines]
+    assert "relay_stopped" in names
+    assert names[-1] == "relay_exited"
+    assert all("ts" in line and "level" in line for line in lines)
+    assert SECRET_KEY not in json.dumps(lines) + err.decode()
+    assert list(got) == ["quick"]
+    committed, _ends = await committed_and_end(topics)
+    assert committed == {0: 1}  # "long" (offset 1) is not finished, so it is not committed
