@@ -144,7 +144,7 @@ class ErrorInfo(BaseModel):
     code: str = Field(
         description=(
             "invalid_request | fal_rejected | fal_failed | fal_unavailable | timeout | "
-            "unauthorized | result_expired"
+            "unauthorized | result_expired | internal_error | cancelled"
         )
     )
     message: str
