@@ -104,6 +104,11 @@ class Relay:
         metrics.max_in_flight.set(config.max_in_flight)
         metrics.jobs_in_flight.set_function(lambda: self._book.in_flight)
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs holding a fal slot right now."""
+        return self._book.in_flight
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def request_stop(self) -> None:

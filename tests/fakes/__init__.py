@@ -113,11 +113,19 @@ class FakeFal:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.cancelled: list[str] = []
+        self._changed = asyncio.Event()
+
+    async def wait_submitted(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.submitted) < count:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def submit(self, arguments: Mapping[str, Any]) -> FalJobHandle:
         await asyncio.sleep(0)
         fid = f"fal-{len(self.submitted)}"
         self.submitted.append(arguments)
+        self._changed.set()
         self.polls[fid] = 0
         self.plan[fid] = str(arguments.get("prompt", ""))
         self.in_flight += 1

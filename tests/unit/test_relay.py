@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from service.core.offsets import Partition
 from service.core.polling import PollSchedule
 from service.metrics import RelayMetrics
 from service.relay import Relay, RelayConfig
@@ -129,3 +130,24 @@ async def test_shutdown_abandons_jobs_at_fal_and_commits_only_finished_ones() ->
     assert sorted(e.request_id for e in outbox.results) == ["quick", "quick-2"]
     assert inbox.committed == {0: 1}  # "slow" (offset 1) is not finished: its offset stays
     assert fal.cancelled == []  # a job abandoned on shutdown is left running at fal
+
+
+async def test_revoked_partitions_commit_their_finished_prefix_and_drop_their_jobs() -> None:
+    """On revoke the relay commits what is finished in the lost partitions, abandons their
+    jobs still at fal (the new owner takes them up), and keeps working the others."""
+    inbox, outbox, fal = FakeInbox(partitions=2), FakeOutbox(), FakeFal()
+    inbox.append(0, request("p0-done"))
+    inbox.append(0, request("p0-held", "hold"))
+    inbox.append(1, request("p1-held", "hold"))
+    async with running(inbox, outbox, fal, limit=4) as relay:
+        await outbox.wait_for(results=1)
+        await fal.wait_submitted(3)
+        assert relay.in_flight == 2
+        await relay.partitions_revoked({Partition(inbox.topic, 0)})
+        assert inbox.committed == {0: 1}
+        # Partition 1 is still ours: its held job keeps its slot; p0-held gave its slot back.
+        assert relay.in_flight == 1
+        inbox.append(1, request("p1-next"))
+        await outbox.wait_for(results=2)
+    assert sorted(e.request_id for e in outbox.results) == ["p0-done", "p1-next"]
+    assert inbox.committed == {0: 1}  # p1-held (offset 0) never finished
