@@ -10,9 +10,11 @@ chooses what sits under the httpx API. This script decides the default by measur
   ``FalQueue``; one job is submitted, then N ``FalQueue.status()`` calls (GET, JSON parsing, our
   error handling and metrics) run at concurrency 1 and 32, asyncio tasks sharing the client;
 - a whole job's HTTP: submit + status + result for 500 jobs at concurrency 32;
-- each cell gets a fresh client and a warm-up first; process CPU time (``time.process_time()``,
-  user + system, all threads) and wall time are taken around the measured calls only; repetitions
-  alternate the transport order, and the median with min-max is reported;
+- each cell gets a fresh client and a warm-up first (which opens the connections: at concurrency
+  32 the pool holds 32, as in a relay with ``RELAY_MAX_IN_FLIGHT=32``); process CPU time
+  (``time.process_time()``, user + system, all threads) and wall time are taken around the
+  measured calls only; repetitions alternate the transport order; the median with min-max is
+  reported;
 - afterwards the emulator's call counters must equal the calls made, so no retry hid in a number.
 
 Run (from the project root)::
@@ -91,7 +93,8 @@ class Plan:
 
 
 FULL = Plan(calls=2000, warmup_calls=200, jobs=500, warmup_jobs=64, repetitions=3)
-QUICK = Plan(calls=50, warmup_calls=10, jobs=32, warmup_jobs=8, repetitions=1)
+# Even the quick warm-up opens all 32 connections: httpcore's cost per call grows with the pool.
+QUICK = Plan(calls=50, warmup_calls=32, jobs=32, warmup_jobs=32, repetitions=1)
 
 
 @dataclass(frozen=True, slots=True)
