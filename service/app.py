@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from aiokafka.errors import KafkaError
@@ -18,8 +22,10 @@ from httpx_aiohttp import AiohttpTransport
 from service.adapters.clock import SystemClock
 from service.adapters.fal import FalQueue
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
+from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
 from service.adapters.ops_http import OpsServer
 from service.config import Settings
+from service.core.ledger import LedgerView
 from service.core.polling import PollSchedule
 from service.logs import get_logger
 from service.metrics import RelayMetrics
@@ -97,12 +103,22 @@ class RelayService:
             fal = FalQueue(
                 http, base_url=s.fal_queue_url, endpoint=s.fal_endpoint, metrics=self.metrics
             )
-            outbox = KafkaOutbox(s)
+            writer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            # A stable transactional id (with RELAY_GROUP_INSTANCE_ID) lets a restarted replica
+            # fence its predecessor's producer and abort its open transaction at once.
+            instance = s.relay_group_instance_id or uuid.uuid4().hex
+            outbox = KafkaOutbox(
+                s, transactional_id=f"lynx-relay:{s.relay_group_id}:{instance}", writer=writer
+            )
+            view = LedgerView(timedelta(seconds=s.relay_dedupe_retention_s))
+            ledger = KafkaLedger(s, view, writer)
             inbox = KafkaInbox(s)
             relay = Relay(
                 inbox=inbox,
                 outbox=outbox,
                 fal=fal,
+                ledger=ledger,
+                view=view,
                 clock=clock,
                 metrics=self.metrics,
                 config=RelayConfig(
@@ -111,12 +127,17 @@ class RelayService:
                     job_timeout=s.relay_job_timeout_s,
                     shutdown_grace=s.relay_shutdown_grace_s,
                     commit_interval=s.relay_commit_interval_s,
-                    dedupe_capacity=s.relay_dedupe_capacity,
                 ),
             )
+            async with self._kafka_started("admin client"):
+                if s.relay_create_jobs_topic:
+                    await ensure_ledger_topic(s)
             async with self._kafka_started("producer"):
                 await outbox.start()
             stack.push_async_callback(outbox.stop)
+            async with self._kafka_started("ledger reader"):
+                await ledger.start()
+            stack.push_async_callback(ledger.stop)
             async with self._kafka_started("consumer"):
                 await inbox.start(listener=relay)
             stack.push_async_callback(inbox.stop)
@@ -142,7 +163,7 @@ class RelayService:
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
                 yield
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, OSError, TimeoutError, LedgerMissing) as exc:
             detail = str(exc) or type(exc).__name__
             raise StartupError(
                 f"cannot start the Kafka {what} (KAFKA_BOOTSTRAP_SERVERS={servers}): {detail}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -61,7 +62,12 @@ class Settings(BaseSettings):
     relay_job_timeout_s: float = Field(default=3600.0, gt=0)
     relay_shutdown_grace_s: float = Field(default=10.0, ge=0, le=600)
     relay_commit_interval_s: float = Field(default=1.0, gt=0, le=60)
-    relay_dedupe_capacity: int = Field(default=100_000, ge=0)
+    relay_jobs_topic: str = Field(default="lynx.relay.jobs", min_length=1)
+    relay_create_jobs_topic: bool = True
+    relay_jobs_topic_partitions: int = Field(default=12, ge=1, le=10_000)
+    relay_jobs_topic_replication: int | None = Field(default=None, ge=1, le=32)  # None: auto
+    relay_dedupe_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    relay_group_instance_id: str | None = None
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator(
@@ -70,6 +76,8 @@ class Settings(BaseSettings):
         "kafka_sasl_username",
         "kafka_sasl_password",
         "kafka_ssl_cafile",
+        "relay_group_instance_id",
+        "relay_jobs_topic_replication",
         mode="before",
     )
     @classmethod
@@ -77,10 +85,20 @@ class Settings(BaseSettings):
         # `FAL_KEY=` in a manifest or an empty Secret means "not set", not "a key of no text".
         return None if value == "" else value
 
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         if self.relay_poll_min_interval_s > self.relay_poll_max_interval_s:
             raise ValueError("RELAY_POLL_MIN_INTERVAL_S must not exceed RELAY_POLL_MAX_INTERVAL_S")
+        if self.relay_dedupe_retention_s <= self.relay_job_timeout_s:
+            # The ledger entry of a job still running must outlive the job.
+            raise ValueError("RELAY_DEDUPE_RETENTION_S must exceed RELAY_JOB_TIMEOUT_S")
         if self.fal_key is None and not is_local_url(self.fal_queue_url):
             raise ValueError("FAL_KEY is required unless FAL_QUEUE_URL is a local emulator")
         if self.kafka_security_protocol.startswith("SASL") and not (

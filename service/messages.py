@@ -23,7 +23,8 @@ from pydantic import (
 )
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
-_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+# fullmatch, not match: Python's `$` also matches before a trailing newline ("abc\n").
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
 METADATA_MAX_BYTES = 16 * 1024
 _DATA_URI_RE = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$")
 
@@ -215,7 +216,7 @@ def decode_request(raw: bytes | None) -> VideoRequest | Rejection:
     request_id = obj.get("request_id")
     if request_id is None:
         return Rejection("missing_request_id", "request_id is missing")
-    if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id):
         return Rejection(
             "invalid_request_id",
             "request_id must be a string of 1-128 characters from [A-Za-z0-9._:@/-]",

@@ -84,8 +84,33 @@ class RelayMetrics:
         )
         self.publish_failures = Counter(
             p + "publish_failures",
-            "Writes to the results or dead-letter topic that failed and were retried.",
+            "Writes to Kafka (results, dead letters, ledger) that failed and were retried.",
             ["topic_kind"],
+            registry=r,
+        )
+        self.jobs_resumed = Counter(
+            p + "jobs_resumed",
+            "Jobs taken up again from the ledger (after a restart, rebalance or a peer's death) "
+            "instead of being submitted again.",
+            registry=r,
+        )
+        self.redeliveries_skipped = Counter(
+            p + "redeliveries_skipped",
+            "Records delivered again whose work the ledger shows as done (e.g. after a crash "
+            "between publishing and committing); nothing was done twice.",
+            registry=r,
+        )
+        self.ledger_entries = Gauge(
+            p + "ledger_entries",
+            "Entries in this replica's view of the job ledger, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.ledger_write_seconds = Histogram(
+            p + "ledger_write_seconds",
+            "Time from fal accepting a job until its ledger entry was acknowledged: the window "
+            "in which a crash could still cost a second submission.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
         self.rebalances = Counter(

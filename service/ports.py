@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from service.core.ledger import LedgerEntry
 from service.core.offsets import Partition
 from service.messages import ResultEvent
 
@@ -24,7 +25,7 @@ class InboundRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
     @property
     def part(self) -> Partition:
@@ -53,11 +54,31 @@ class Inbox(Protocol):
 
 
 class Outbox(Protocol):
-    async def publish_result(self, event: ResultEvent) -> None:
-        """Returns once the broker acknowledged the event (acks=all); raises on failure."""
+    """Everything the relay writes to Kafka. Each method returns once the broker acknowledged
+    the write (acks=all) and raises otherwise; the writes of one call land atomically (a Kafka
+    transaction), so a crash can never leave a result without its ledger entry."""
 
-    async def dead_letter(self, record: InboundRecord, code: str, message: str) -> None:
-        """Copy ``record`` untouched, plus reason headers; returns once acknowledged."""
+    async def record_submitted(self, entry: LedgerEntry) -> None:
+        """The ledger entry of a job fal just accepted."""
+
+    async def finish(self, event: ResultEvent, entry: LedgerEntry) -> None:
+        """The result event and the job's ``finished`` ledger entry."""
+
+    async def reject(
+        self,
+        record: InboundRecord,
+        code: str,
+        message: str,
+        event: ResultEvent | None,
+        entry: LedgerEntry,
+    ) -> None:
+        """The dead-letter copy of ``record`` (untouched, plus reason headers), the failed
+        event when there is one, and the ``rejected`` ledger entry."""
+
+
+class LedgerFeed(Protocol):
+    async def catch_up(self) -> None:
+        """Return once every ledger record written before the call is in the view."""
 
 
 class FalPhase(enum.Enum):

@@ -1,29 +1,37 @@
-"""The relay loop: fetch -> validate -> submit -> watch -> publish -> commit.
+"""The relay loop: fetch -> decide -> submit (or resume) -> watch -> publish -> commit.
 
 It owns the concurrency of the service, in one place: one TaskGroup holds a task per record
 being worked on; the intake loop never blocks on a slot (at the limit it pauses the partitions
 and keeps polling); offsets are committed only for the contiguous finished prefix of each
-partition, and a record is finished only once its result event (or dead-letter copy) is
-acknowledged by Kafka. It knows the ports (``service.ports``), not aiokafka or httpx.
+partition, and a record is finished only once its result event (or dead-letter copy) and its
+ledger entry are acknowledged by Kafka, together. It knows the ports (``service.ports``), not
+aiokafka or httpx.
 
-Shutdown (``request_stop``): stop intake; abandon jobs still waiting on fal (they are taken
-up again from the last commit on the next start); give records whose result is being
-published ``shutdown_grace`` seconds; commit what is finished.
+Never paying twice: a job's ``submitted`` ledger entry is written as soon as fal accepts it,
+before anything else. When partitions are assigned, the relay catches up with the ledger and
+resumes, at once, every job of those partitions that is at fal (it watches the existing fal
+job; it does not submit). When a record is fetched, the ledger view decides whether it is new,
+the record of a job being resumed (its offset is attached to that job), a duplicate, or
+already done. Jobs handed back on shutdown or rebalance are left running at fal.
+
+Hand-back (shutdown, or partitions revoked): stop intake; a job still being submitted gets to
+finish its submit and ledger write; jobs recorded at fal are let go (not cancelled); writes in
+flight get ``shutdown_grace`` seconds; what is finished is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.core.intake import plan_intake
-from service.core.jobs import Job, JobBook, JobEvent
+from service.core.jobs import Job, JobBook, JobEvent, JobState
+from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 from service.core.offsets import OffsetBook, Partition, commit_due
 from service.core.polling import PollSchedule
-from service.errors import FalError, FalTimeout, RelayError
+from service.errors import FalError, FalTimeout, FalUnavailable, RelayError
 from service.logs import get_logger
 from service.messages import (
     ErrorInfo,
@@ -43,6 +51,7 @@ from service.ports import (
     FalStatus,
     InboundRecord,
     Inbox,
+    LedgerFeed,
     Outbox,
     VideoJobs,
 )
@@ -55,16 +64,20 @@ class RelayConfig:
     job_timeout: float = 3600.0
     shutdown_grace: float = 10.0
     commit_interval: float = 1.0
-    dedupe_capacity: int = 100_000
     fetch_timeout: float = 0.5
     idle_poll: float = 1.0
-    publish_backoff: tuple[float, float] = (0.2, 5.0)
+    write_backoff: tuple[float, float] = (0.2, 5.0)
+    ledger_expiry_interval: float = 60.0
 
     @property
     def max_unfinished(self) -> int:
         # Finished jobs whose results are not yet acknowledged may add up to one more limit's
         # worth before intake stops: enough to keep fal busy while Kafka acks, and bounded.
         return 2 * self.max_in_flight
+
+
+class _HandedBack(Exception):
+    """A job whose partition is being handed back stops once it is safely in the ledger."""
 
 
 @dataclass(slots=True)
@@ -80,6 +93,8 @@ class Relay:
         inbox: Inbox,
         outbox: Outbox,
         fal: VideoJobs,
+        ledger: LedgerFeed,
+        view: LedgerView,
         clock: Clock,
         metrics: RelayMetrics,
         config: RelayConfig,
@@ -87,22 +102,34 @@ class Relay:
         self._inbox = inbox
         self._outbox = outbox
         self._fal = fal
+        self._ledger = ledger
+        self._view = view
         self._clock = clock
         self._metrics = metrics
         self._config = config
-        self._book = JobBook(config.max_in_flight, config.dedupe_capacity)
+        self._book = JobBook(config.max_in_flight)
         self._offsets = OffsetBook()
         self._work: dict[tuple[Partition, int], _Work] = {}
+        self._handing_back: set[Partition] = set()
+        self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
         self._wake = asyncio.Event()
         self._stopping = False
         self._paused = False
+        self._commit_lock = asyncio.Lock()
         self._last_commit_at = clock.monotonic()
+        self._last_expiry_at = clock.monotonic()
         self._tg: asyncio.TaskGroup | None = None
+        self._started = asyncio.Event()
         self._log = get_logger()
         self.running = False
         self.last_loop_at = clock.monotonic()
         metrics.max_in_flight.set(config.max_in_flight)
         metrics.jobs_in_flight.set_function(lambda: self._book.in_flight)
+        for state in ("submitted", "finished", "rejected"):
+            metrics.ledger_entries.labels(state).set_function(self._ledger_count(state))
+
+    def _ledger_count(self, state: str) -> Callable[[], float]:
+        return lambda: self._view.counts()[state]
 
     @property
     def in_flight(self) -> int:
@@ -116,17 +143,20 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Work until ``request_stop``; then hand back, commit and return."""
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self.running = True
-            try:
-                await self._intake_loop()
-            finally:
-                self.running = False
-                await self._hand_back(None)
-        await self._commit(None)
-        self._log.info("relay_stopped", committed=True)
+        """Work until ``request_stop``; then hand back and commit, even after an error."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self.running = True
+                self._started.set()
+                try:
+                    await self._intake_loop()
+                finally:
+                    self.running = False
+                    await self._hand_back(None)
+        finally:
+            await self._commit(None)
+        self._log.info("relay_stopped")
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -140,9 +170,11 @@ class Relay:
                 # Re-applied every turn: partitions assigned since the last turn start unpaused.
                 self._inbox.pause()
                 self._set_paused(True)
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(cfg.idle_poll):
                         await self._wake.wait()
+                except TimeoutError:
+                    pass
                 # Keep polling while saturated, or the group drops us after max_poll_interval.
                 records = await self._inbox.fetch(max_records=1, max_wait=0)
             else:
@@ -156,6 +188,9 @@ class Relay:
             now = self._clock.monotonic()
             if commit_due(now, self._last_commit_at, cfg.commit_interval, True):
                 await self._commit(None)
+            if now - self._last_expiry_at >= cfg.ledger_expiry_interval:
+                self._last_expiry_at = now
+                self._view.expire(self._clock.now())
 
     def _set_paused(self, paused: bool) -> None:
         if paused != self._paused:
@@ -166,42 +201,109 @@ class Relay:
             )
 
     def _take(self, records: list[InboundRecord]) -> None:
-        """Start work on each record; rewind a partition at the first one that has no slot."""
+        """Decide on each record; rewind a partition at the first one that has no slot."""
         blocked: set[Partition] = set()
+        now = self._clock.now()
         for record in records:
             part = record.part
-            if part in blocked:
+            if part in blocked or part in self._handing_back:
                 continue
+            source = Source(record.topic, record.partition, record.offset)
             decoded = decode_request(record.value)
             if isinstance(decoded, Rejection):
+                if self._view.rejected_before(source):
+                    self._metrics.redeliveries_skipped.inc()
+                    self._skip(record, "redelivery_skipped", decoded.request_id)
+                else:
+                    self._offsets.track(part, record.offset)
+                    self._spawn(part, record.offset, None, self._reject(record, source, decoded))
+                self._metrics.requests_consumed.inc()
+                continue
+            rid = decoded.request_id
+            intake = self._view.decide(rid, source, now)
+            held = self._book.get(rid)
+            if held is not None and intake is Intake.RESUME and rid not in self._attached:
+                # The record of a job resumed at assignment: its offset now waits for the job.
                 self._offsets.track(part, record.offset)
-                self._spawn(record, None, self._reject(record, decoded))
-            elif self._book.is_duplicate(decoded.request_id):
+                self._attached[rid] = record
+            elif held is not None or intake is Intake.DUPLICATE:
                 self._metrics.duplicates.inc()
-                self._log.info(
-                    "duplicate_request_skipped",
-                    request_id=decoded.request_id,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
+                self._skip(record, "duplicate_request_skipped", rid)
+            elif intake is Intake.DONE:
+                self._metrics.redeliveries_skipped.inc()
+                self._skip(record, "redelivery_skipped", rid)
+            elif intake is Intake.RESUME:
+                # At fal, but not resumed at assignment (its entry arrived late): resume now.
+                entry = self._view.get(rid)
+                assert entry is not None
                 self._offsets.track(part, record.offset)
-                self._offsets.finish(part, record.offset)
+                self._attached[rid] = record
+                self._resume(entry)
             elif self._book.free_slots <= 0:
                 # Fetched past the limit (a partition assigned while paused): take it later.
                 self._inbox.rewind(record)
                 blocked.add(part)
                 continue
             else:
-                self._book.admit(Job(decoded.request_id, received_at=self._clock.now()))
+                self._book.admit(Job(rid, received_at=now))
                 self._offsets.track(part, record.offset)
-                self._spawn(record, decoded.request_id, self._run_job(record, decoded))
+                self._attached[rid] = record
+                self._spawn(
+                    part,
+                    record.offset,
+                    rid,
+                    self._run_job(
+                        source=source,
+                        rid=rid,
+                        metadata=decoded.metadata,
+                        request=decoded,
+                        resume=None,
+                    ),
+                )
             self._metrics.requests_consumed.inc()
 
+    def _resume(self, entry: LedgerEntry) -> None:
+        """Watch a job that is at fal already (the ledger says so); never submit it again."""
+        assert entry.fal is not None
+        self._book.adopt(
+            Job(
+                entry.key,
+                received_at=entry.received_at or entry.at,
+                state=JobState.SUBMITTED,
+                fal_request_id=entry.fal.request_id,
+                submitted_at=entry.at,
+            )
+        )
+        part = Partition(entry.source.topic, entry.source.partition)
+        self._spawn(
+            part,
+            entry.source.offset,
+            entry.key,
+            self._run_job(
+                source=entry.source,
+                rid=entry.key,
+                metadata=entry.metadata,
+                request=None,
+                resume=entry.fal,
+            ),
+        )
+
+    def _skip(self, record: InboundRecord, event: str, request_id: str | None) -> None:
+        self._log.info(
+            event, request_id=request_id, partition=record.partition, offset=record.offset
+        )
+        self._offsets.track(record.part, record.offset)
+        self._finish(record)
+
     def _spawn(
-        self, record: InboundRecord, request_id: str | None, work: Coroutine[Any, Any, None]
+        self,
+        part: Partition,
+        offset: int,
+        request_id: str | None,
+        work: Coroutine[Any, Any, None],
     ) -> None:
         assert self._tg is not None
-        key = (record.part, record.offset)
+        key = (part, offset)
         task = self._tg.create_task(work)
         self._work[key] = _Work(task, request_id)
         task.add_done_callback(lambda _t: self._work.pop(key, None))
@@ -212,12 +314,30 @@ class Relay:
 
     # --- one valid request ----------------------------------------------------------------
 
-    async def _run_job(self, record: InboundRecord, request: VideoRequest) -> None:
-        rid = request.request_id
+    async def _run_job(
+        self,
+        *,
+        source: Source,
+        rid: str,
+        metadata: dict[str, Any] | None,
+        request: VideoRequest | None,
+        resume: FalRef | None,
+    ) -> None:
+        """One job from submit (``request``) or resume (``resume``) to its published result."""
         log = self._log.bind(request_id=rid)
         try:
             try:
-                event = await self._drive(request, log)
+                event = await self._drive(
+                    source=source,
+                    rid=rid,
+                    metadata=metadata,
+                    request=request,
+                    resume=resume,
+                    log=log,
+                )
+            except _HandedBack:
+                self._release(rid)
+                return
             except Exception as exc:  # a bug, never input: the request still gets its event
                 log.exception("job_crashed")
                 job = self._book.get(rid)
@@ -226,7 +346,7 @@ class Relay:
                     job = self._terminal(rid, JobEvent.FAILED)
                 event = _event(
                     job,
-                    request,
+                    metadata,
                     status="failed",
                     error=ErrorInfo(
                         code="internal_error",
@@ -235,9 +355,14 @@ class Relay:
                     ),
                 )
             self._wake.set()  # a slot is free
-            await self._publish(event, log)
-            self._book.release(rid, finished=True)
-            self._finish(record)
+            done = LedgerEntry(
+                key=rid, state="finished", source=source, at=self._clock.now(), status=event.status
+            )
+            await self._write(lambda: self._outbox.finish(event, done), "results", log)
+            self._view.apply(rid, done)
+            record = self._release(rid)
+            if record is not None:
+                self._finish(record)
             self._metrics.results.labels(
                 event.status, event.error.code if event.error else "none"
             ).inc()
@@ -251,25 +376,45 @@ class Relay:
                 fal_request_id=event.fal_request_id,
             )
         except asyncio.CancelledError:
-            if self._book.get(rid) is not None:
-                self._book.release(rid, finished=False)
+            self._release(rid)
             raise
 
-    async def _drive(self, request: VideoRequest, log: Any) -> ResultEvent:
-        """Submit, watch and fetch; every failure becomes a failed (or cancelled) event."""
-        rid = request.request_id
+    def _release(self, rid: str) -> InboundRecord | None:
+        """Let go of a job; its record, if it was fetched (its offset then waits on us)."""
+        if rid in self._book:
+            self._book.release(rid)
+        return self._attached.pop(rid, None)
+
+    async def _drive(
+        self,
+        *,
+        source: Source,
+        rid: str,
+        metadata: dict[str, Any] | None,
+        request: VideoRequest | None,
+        resume: FalRef | None,
+        log: Any,
+    ) -> ResultEvent:
+        """Submit (or resume), watch and fetch; every failure becomes a failed event."""
         handle: FalJobHandle | None = None
         try:
-            async with asyncio.timeout(self._config.job_timeout):
-                handle = await self._fal.submit(request.input.to_fal_arguments())
-                self._book.advance(
-                    rid, JobEvent.SUBMITTED, self._clock.now(), fal_request_id=handle.request_id
-                )
-                self._metrics.fal_submissions.inc()
-                log = log.bind(fal_request_id=handle.request_id)
-                log.info("job_submitted")
-                status = await self._watch(rid, handle)
-                return await self._collect(request, handle, status)
+            async with asyncio.timeout(self._remaining(rid)):
+                if resume is None:
+                    assert request is not None
+                    handle = await self._submit(source, request, log)
+                    log = log.bind(fal_request_id=handle.request_id)
+                    log.info("job_submitted")
+                else:
+                    handle = FalJobHandle(
+                        resume.request_id, resume.status_url, resume.response_url, resume.cancel_url
+                    )
+                    log = log.bind(fal_request_id=handle.request_id)
+                    self._metrics.jobs_resumed.inc()
+                    log.info("job_resumed")
+                if Partition(source.topic, source.partition) in self._handing_back:
+                    raise _HandedBack
+                status = await self._watch(rid, handle, log)
+                return await self._collect(rid, metadata, handle, status, log)
         except TimeoutError:
             if handle is not None:
                 await self._cancel_quietly(handle, log)
@@ -280,29 +425,80 @@ class Relay:
             err = exc
         log.warning("job_failed", error_code=err.code, error=err.message)
         job = self._terminal(rid, JobEvent.FAILED)
-        return _event(job, request, error=_error_info(err))
+        return _event(job, metadata, error=_error_info(err))
 
-    async def _watch(self, rid: str, handle: FalJobHandle) -> FalStatus:
+    def _remaining(self, rid: str) -> float:
+        """The job timeout counts from the submit, also for a resumed job."""
+        job = self._book.get(rid)
+        assert job is not None
+        if job.submitted_at is None:
+            return self._config.job_timeout
+        age = (self._clock.now() - job.submitted_at).total_seconds()
+        return max(0.0, self._config.job_timeout - age)
+
+    async def _submit(self, source: Source, request: VideoRequest, log: Any) -> FalJobHandle:
+        """Submit, then make the job durable in the ledger before anything else.
+
+        Between fal's answer and the ledger's acknowledgement lies the one window in which a
+        crash can still cost a second submission; ``lynx_relay_ledger_write_seconds`` measures
+        it. A hand-back lets this step finish (within the grace) instead of cancelling it.
+        """
+        rid = request.request_id
+        handle = await self._fal.submit(request.input.to_fal_arguments())
+        accepted = self._clock.monotonic()
+        self._metrics.fal_submissions.inc()
+        job = self._book.get(rid)
+        assert job is not None
+        entry = LedgerEntry(
+            key=rid,
+            state="submitted",
+            source=source,
+            at=self._clock.now(),
+            fal=FalRef(
+                handle.request_id, handle.status_url, handle.response_url, handle.cancel_url
+            ),
+            received_at=job.received_at,
+            metadata=request.metadata,
+        )
+        await self._write(lambda: self._outbox.record_submitted(entry), "ledger", log)
+        self._metrics.ledger_write_seconds.observe(self._clock.monotonic() - accepted)
+        self._view.apply(rid, entry)
+        self._book.advance(rid, JobEvent.SUBMITTED, entry.at, fal_request_id=handle.request_id)
+        return handle
+
+    async def _watch(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus:
         started = self._clock.monotonic()
         while True:
-            status = await self._fal.status(handle)
-            now = self._clock.now()
-            if status.phase is FalPhase.QUEUED:
-                self._book.advance(rid, JobEvent.QUEUED, now, queue_position=status.queue_position)
-            elif status.phase is FalPhase.RUNNING:
-                self._book.advance(rid, JobEvent.STARTED, now)
+            try:
+                status = await self._fal.status(handle)
+            except FalUnavailable as exc:
+                # The job is at fal and paid for: a fal outage is waited out (until the job
+                # timeout), not turned into a failure that abandons a running job.
+                log.warning("fal_status_unavailable", error=exc.message)
             else:
-                self._book.advance(
-                    rid, JobEvent.COMPLETED, now, inference_time=status.inference_time
-                )
-                return status
+                now = self._clock.now()
+                if status.phase is FalPhase.QUEUED:
+                    self._book.advance(
+                        rid, JobEvent.QUEUED, now, queue_position=status.queue_position
+                    )
+                elif status.phase is FalPhase.RUNNING:
+                    self._book.advance(rid, JobEvent.STARTED, now)
+                else:
+                    self._book.advance(
+                        rid, JobEvent.COMPLETED, now, inference_time=status.inference_time
+                    )
+                    return status
             elapsed = self._clock.monotonic() - started
             await self._clock.sleep(self._config.poll.next_delay(elapsed))
 
     async def _collect(
-        self, request: VideoRequest, handle: FalJobHandle, status: FalStatus
+        self,
+        rid: str,
+        metadata: dict[str, Any] | None,
+        handle: FalJobHandle,
+        status: FalStatus,
+        log: Any,
     ) -> ResultEvent:
-        rid = request.request_id
         job = self._book.get(rid)
         assert job is not None
         if job.submitted_at and job.started_at:
@@ -313,7 +509,7 @@ class Relay:
             job = self._terminal(rid, JobEvent.CANCELLED)
             return _event(
                 job,
-                request,
+                metadata,
                 status="cancelled",
                 error=ErrorInfo(
                     code="cancelled",
@@ -322,9 +518,17 @@ class Relay:
                     details={"error_type": status.error_type},
                 ),
             )
-        output = await self._fal.result(handle)  # raises FalError when the job failed
+        started = self._clock.monotonic()
+        while True:
+            try:
+                output = await self._fal.result(handle)  # raises FalError if the job failed
+                break
+            except FalUnavailable as exc:
+                log.warning("fal_result_unavailable", error=exc.message)
+                elapsed = self._clock.monotonic() - started
+                await self._clock.sleep(self._config.poll.next_delay(elapsed))
         job = self._terminal(rid, JobEvent.SUCCEEDED)
-        return _event(job, request, output=output)
+        return _event(job, metadata, output=output)
 
     def _terminal(self, rid: str, event: JobEvent) -> Job:
         return self._book.advance(rid, event, self._clock.now())
@@ -339,21 +543,18 @@ class Relay:
 
     # --- one invalid message --------------------------------------------------------------
 
-    async def _reject(self, record: InboundRecord, rejection: Rejection) -> None:
+    async def _reject(self, record: InboundRecord, source: Source, rejection: Rejection) -> None:
         log = self._log.bind(
             request_id=rejection.request_id, partition=record.partition, offset=record.offset
         )
-        await self._with_retry(
-            lambda: self._outbox.dead_letter(record, rejection.reason, rejection.message),
-            "dead_letter",
-            log,
-        )
-        self._metrics.dead_letters.inc()
-        self._metrics.requests_rejected.labels(rejection.reason).inc()
-        if rejection.request_id is not None:
-            now = self._clock.now()
+        now = self._clock.now()
+        event = None
+        rid = rejection.request_id
+        if rid is not None and rid not in self._book and self._view.get(rid) is None:
+            # Only an id that names no accepted request gets a failed event: a bad message
+            # must not add a second terminal event to a request that is running or done.
             event = ResultEvent(
-                request_id=rejection.request_id,
+                request_id=rid,
                 status="failed",
                 error=ErrorInfo(
                     code="invalid_request",
@@ -363,19 +564,25 @@ class Relay:
                 ),
                 timings=Timings(received_at=now, completed_at=now),
             )
-            await self._publish(event, log)
+        entry = LedgerEntry(key=source.key, state="rejected", source=source, at=now)
+        await self._write(
+            lambda: self._outbox.reject(record, rejection.reason, rejection.message, event, entry),
+            "dead_letter",
+            log,
+        )
+        self._view.apply(entry.key, entry)
+        self._metrics.dead_letters.inc()
+        self._metrics.requests_rejected.labels(rejection.reason).inc()
+        if event is not None:
             self._metrics.results.labels("failed", "invalid_request").inc()
         log.info("request_rejected", reason=rejection.reason, error=rejection.message)
         self._finish(record)
 
     # --- Kafka writes and commits ---------------------------------------------------------
 
-    async def _publish(self, event: ResultEvent, log: Any) -> None:
-        await self._with_retry(lambda: self._outbox.publish_result(event), "results", log)
-
-    async def _with_retry(self, write: Any, kind: str, log: Any) -> None:
+    async def _write(self, write: Callable[[], Awaitable[None]], kind: str, log: Any) -> None:
         """Never drop a write: retry with capped backoff until acknowledged (or cancelled)."""
-        delay, cap = self._config.publish_backoff
+        delay, cap = self._config.write_backoff
         while True:
             try:
                 await write()
@@ -390,24 +597,44 @@ class Relay:
                 return
 
     async def _commit(self, parts: Iterable[Partition] | None) -> None:
-        self._last_commit_at = self._clock.monotonic()
-        offsets = self._offsets.committable(parts)
-        if not offsets:
-            return
-        try:
-            await self._inbox.commit(offsets)
-        except Exception as exc:
-            self._metrics.commit_failures.inc()
-            self._log.warning("commit_failed", error=repr(exc))
-            return
-        self._offsets.mark_committed(offsets)
-        self._metrics.commits.inc()
+        # One commit at a time: a slower, older commit must never land after a newer one.
+        async with self._commit_lock:
+            self._last_commit_at = self._clock.monotonic()
+            offsets = self._offsets.committable(parts)
+            if not offsets:
+                return
+            try:
+                await self._inbox.commit(offsets)
+            except Exception as exc:
+                self._metrics.commit_failures.inc()
+                self._log.warning("commit_failed", error=repr(exc))
+                return
+            self._offsets.mark_committed(offsets)
+            self._metrics.commits.inc()
 
     # --- rebalance and shutdown -----------------------------------------------------------
 
     async def partitions_assigned(self, parts: set[Partition]) -> None:
+        """Before records of new partitions are taken, the ledger must show every job their
+        previous owner submitted: catch up, then resume those jobs at once."""
         self._metrics.rebalances.inc()
-        self._log.info("partitions_assigned", partitions=sorted(f"{t}/{p}" for t, p in parts))
+        # The group may hand us partitions before run() opened its task group.
+        await self._started.wait()
+        await self._ledger.catch_up()
+        if not self.running:
+            return  # stopping: the next owner resumes them
+        resumed = 0
+        for entry in self._view.submitted():
+            part = Partition(entry.source.topic, entry.source.partition)
+            if part in parts and entry.key not in self._book and entry.fal is not None:
+                self._resume(entry)
+                resumed += 1
+        self._log.info(
+            "partitions_assigned",
+            partitions=sorted(f"{t}/{p}" for t, p in parts),
+            jobs_resumed=resumed,
+        )
+        self._wake.set()
 
     async def partitions_revoked(self, parts: set[Partition]) -> None:
         self._metrics.rebalances.inc()
@@ -417,23 +644,35 @@ class Relay:
         self._offsets.drop(parts)
 
     async def _hand_back(self, parts: set[Partition] | None) -> None:
-        """Abandon jobs still at fal; let acknowledged-soon writes finish within the grace."""
-        works = [w for (p, _o), w in list(self._work.items()) if parts is None or p in parts]
-        if not works:
-            return
-        abandoned = 0
-        for work in works:
-            job = self._book.get(work.request_id) if work.request_id else None
-            if job is not None and job.holds_slot:
-                work.task.cancel()
-                abandoned += 1
-        tasks = [w.task for w in works]
-        _done, pending = await asyncio.wait(tasks, timeout=self._config.shutdown_grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        self._log.info("work_handed_back", abandoned_jobs=abandoned, unfinished_writes=len(pending))
+        """Let go of work in ``parts`` (all when None), leaving fal jobs running.
+
+        Jobs recorded in the ledger are cancelled here at once (their new owner resumes them);
+        a job still being submitted finishes its submit and ledger write and then stops by
+        itself; results and dead letters being written get the grace period.
+        """
+        works = [(p, w) for (p, _o), w in list(self._work.items()) if parts is None or p in parts]
+        self._handing_back |= {p for p, _w in works} if parts is None else parts
+        try:
+            if not works:
+                return
+            let_go = 0
+            for _part, work in works:
+                job = self._book.get(work.request_id) if work.request_id else None
+                if job is not None and job.holds_slot and job.state is not JobState.RECEIVED:
+                    work.task.cancel()
+                    let_go += 1
+            tasks = [w.task for _p, w in works]
+            _done, pending = await asyncio.wait(tasks, timeout=self._config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            self._log.info(
+                "work_handed_back", jobs_left_at_fal=let_go, unfinished_writes=len(pending)
+            )
+        finally:
+            if parts is not None:
+                self._handing_back -= parts
 
 
 def _error_info(err: RelayError) -> ErrorInfo:
@@ -444,7 +683,7 @@ def _error_info(err: RelayError) -> ErrorInfo:
 
 def _event(
     job: Job,
-    request: VideoRequest,
+    metadata: dict[str, Any] | None,
     *,
     status: str | None = None,
     output: FalOutput | None = None,
@@ -453,13 +692,13 @@ def _event(
     """The contract's result event for a terminal job."""
     video = Video.model_validate(dict(output.video)) if output is not None else None
     return ResultEvent(
-        request_id=request.request_id,
+        request_id=job.request_id,
         status=status or ("succeeded" if output is not None else "failed"),
         video=video,
         seed=output.seed if output is not None else None,
         error=error,
         fal_request_id=job.fal_request_id,
-        metadata=request.metadata,
+        metadata=metadata,
         timings=Timings(
             received_at=job.received_at,
             submitted_at=job.submitted_at,

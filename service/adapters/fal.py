@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 import stamina
 
@@ -118,15 +119,9 @@ class FalQueue:
     async def _call(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
         try:
             response = await self._http.request(method, url, **kw)
-        except httpx.ConnectError as exc:
-            self._metrics.fal_http.labels(kind, "error").inc()
-            raise _NotSent(f"cannot connect to fal: {exc}") from None
-        except httpx.TimeoutException as exc:
-            self._metrics.fal_http.labels(kind, "error").inc()
-            raise FalUnavailable(f"fal did not answer in time ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             self._metrics.fal_http.labels(kind, "error").inc()
-            raise FalUnavailable(f"HTTP error talking to fal: {type(exc).__name__}") from None
+            raise _transport_error(exc) from None
         self._metrics.fal_http.labels(kind, status_class(response.status_code)).inc()
         body = _json_body(response)
         if response.is_success:
@@ -134,6 +129,20 @@ class FalQueue:
                 raise FalUnavailable(f"fal's {kind} answer is not a JSON object")
             return body
         raise error_for(kind, response.status_code, response.headers, body)
+
+
+def _transport_error(exc: httpx.HTTPError) -> FalError:
+    """No answer from fal. Only a connection that was never made proves no job was created:
+    httpx says ConnectError; under the aiohttp transport that arrives as a ConnectTimeout
+    caused by aiohttp's ClientConnectorError (a dropped connection maps to ConnectTimeout too,
+    so the cause is what tells them apart)."""
+    if isinstance(exc, httpx.ConnectError) or isinstance(
+        exc.__cause__, aiohttp.ClientConnectorError
+    ):
+        return _NotSent(f"cannot connect to fal: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return FalUnavailable(f"fal did not answer in time ({type(exc).__name__})")
+    return FalUnavailable(f"HTTP error talking to fal: {type(exc).__name__}")
 
 
 def _retryable(exc: Exception) -> bool:

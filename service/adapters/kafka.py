@@ -1,46 +1,30 @@
 """Kafka behind the ``Inbox`` and ``Outbox`` ports, with aiokafka.
 
-The consumer never auto-commits: the relay commits the contiguous finished prefix. The
-producer writes with ``acks=all`` and idempotence, and a write returns only once the broker
-acknowledged it. Rebalance callbacks are forwarded to the relay, which commits what is
-finished for the partitions it loses before they move.
+The consumer never auto-commits: the relay commits the contiguous finished prefix. Rebalance
+callbacks are forwarded to the relay, which hands back and commits the partitions it loses
+before they move. With RELAY_GROUP_INSTANCE_ID the consumer is a static member, so a restart
+under the same id (a rolling deploy) gets its partitions back without a group rebalance.
+The producer writes in transactions (``acks=all``), so the writes of one relay decision
+(a result event and its ledger entry) land together or not at all.
 """
 
 from __future__ import annotations
 
-import ssl
+import asyncio
+import contextlib
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.helpers import create_ssl_context
 
+from service.adapters.kafka_client import client_options
+from service.adapters.ledger import encode_entry
 from service.config import Settings
+from service.core.ledger import LedgerEntry
 from service.core.offsets import Partition
+from service.logs import get_logger
 from service.messages import ResultEvent
 from service.ports import AssignmentListener, InboundRecord
-
-CLIENT_ID = "lynx-relay"
-
-
-def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options shared by our consumer, producer and admin client."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
-        "security_protocol": settings.kafka_security_protocol,
-        "client_id": CLIENT_ID,
-    }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        context: ssl.SSLContext = create_ssl_context(cafile=settings.kafka_ssl_cafile)
-        options["ssl_context"] = context
-    if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None  # checked by Settings
-        options.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
-        )
-    return options
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -65,25 +49,51 @@ class KafkaInbox:
 
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.relay_requests_topic
-        self._consumer = AIOKafkaConsumer(
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        settings = self._settings
+        static = settings.relay_group_instance_id
+        return AIOKafkaConsumer(
             group_id=settings.relay_group_id,
+            group_instance_id=static,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Results of the relay's own transactions only; aborted ones never count.
+            isolation_level="read_committed",
+            # A static member that restarts must be back before the group gives up on it.
+            session_timeout_ms=30_000 if static else 10_000,
+            heartbeat_interval_ms=3_000,
+            # The revoke callback may wait RELAY_SHUTDOWN_GRACE_S for writes to be
+            # acknowledged; the group must allow that much, or it evicts us mid-hand-back.
+            rebalance_timeout_ms=int((settings.relay_shutdown_grace_s + 30) * 1000),
             **client_options(settings),
         )
 
     async def start(self, listener: AssignmentListener) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_Rebalance(listener))
+        # Clients are made here, not in __init__: one that never started needs no closing.
+        self._consumer = consumer = self._new_consumer()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        consumer.subscribe([self._topic], listener=_Rebalance(listener))
+
+    @property
+    def _c(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "start() first"
+        return self._consumer
 
     async def stop(self) -> None:
-        """Leave the group (its partitions move at once) and close."""
-        await self._consumer.stop()
+        """Leave the group (a static member does not: its partitions wait for its return),
+        and close."""
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
-        batches = await self._consumer.getmany(
-            timeout_ms=int(max_wait * 1000), max_records=max_records
-        )
+        batches = await self._c.getmany(timeout_ms=int(max_wait * 1000), max_records=max_records)
         return [
             InboundRecord(
                 topic=r.topic,
@@ -91,57 +101,193 @@ class KafkaInbox:
                 offset=r.offset,
                 key=r.key,
                 value=r.value,
-                headers=tuple((k, bytes(v) if v is not None else b"") for k, v in r.headers),
+                headers=tuple((k, None if v is None else bytes(v)) for k, v in r.headers),
             )
             for records in batches.values()
             for r in records
         ]
 
     def pause(self) -> None:
-        self._consumer.pause(*self._consumer.assignment())
+        self._c.pause(*self._c.assignment())
 
     def resume(self) -> None:
-        self._consumer.resume(*self._consumer.assignment())
+        self._c.resume(*self._c.assignment())
 
     def rewind(self, record: InboundRecord) -> None:
-        self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+        self._c.seek(TopicPartition(record.topic, record.partition), record.offset)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
-        await self._consumer.commit(
+        await self._c.commit(
             {TopicPartition(p.topic, p.partition): offset for p, offset in offsets.items()}
         )
 
 
-class KafkaOutbox:
-    """The results and dead-letter topics."""
+# What one produce request may carry (aiokafka's and the broker's default). A dead-letter copy
+# that would not fit with our headers goes without its value, marked, rather than blocking.
+MAX_RECORD_BYTES = 1_048_576
+_HEADROOM = 8_192
+_MESSAGE_HEADER_LIMIT = 1_000
 
-    def __init__(self, settings: Settings) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+class KafkaOutbox:
+    """The results, dead-letter and ledger topics, written in Kafka transactions.
+
+    Writes are group-committed: whatever the relay asks for while one transaction is in flight
+    goes into the next, so a transaction's cost (tens of ms) is shared by many jobs. A caller
+    returns once the transaction holding its records committed. After a failed transaction the
+    producer is replaced (fencing the old one) and the caller's retry goes into a new one.
+    """
+
+    def __init__(self, settings: Settings, *, transactional_id: str, writer: str) -> None:
+        self._settings = settings
         self._results = settings.relay_results_topic
         self._dead_letters = settings.relay_dead_letter_topic
-        self._producer = AIOKafkaProducer(
-            acks="all", enable_idempotence=True, linger_ms=5, **client_options(settings)
+        self._ledger = settings.relay_jobs_topic
+        self._transactional_id = transactional_id
+        self._writer = writer
+        self._queue: list[tuple[list[_Out], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._log = get_logger()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=self._transactional_id,
+            # Our transactions last milliseconds; a short timeout lets a dead replica's open
+            # transaction be aborted quickly, so readers of the ledger are not held back.
+            transaction_timeout_ms=15_000,
+            max_request_size=MAX_RECORD_BYTES,
+            **client_options(self._settings),
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        self._producer = producer = self._new_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name="outbox")
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        """Write what is queued (a few seconds at most), then close."""
+        if self._task is not None:
+            if self._queue:
+                self._idle.clear()
+                self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self._idle.wait()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
 
-    async def publish_result(self, event: ResultEvent) -> None:
-        await self._producer.send_and_wait(
-            self._results, value=event.to_bytes(), key=event.request_id.encode()
-        )
+    # --- the Outbox port ------------------------------------------------------------------
 
-    async def dead_letter(self, record: InboundRecord, code: str, message: str) -> None:
-        headers = [
+    async def record_submitted(self, entry: LedgerEntry) -> None:
+        await self._write([self._ledger_record(entry)])
+
+    async def finish(self, event: ResultEvent, entry: LedgerEntry) -> None:
+        key = event.request_id.encode()
+        await self._write([_Out(self._results, key, event.to_bytes()), self._ledger_record(entry)])
+
+    async def reject(
+        self,
+        record: InboundRecord,
+        code: str,
+        message: str,
+        event: ResultEvent | None,
+        entry: LedgerEntry,
+    ) -> None:
+        headers: list[tuple[str, bytes | None]] = [
             *record.headers,
             ("x-relay-error-code", code.encode()),
-            ("x-relay-error-message", message.encode("utf-8", "replace")),
+            ("x-relay-error-message", message[:_MESSAGE_HEADER_LIMIT].encode("utf-8", "replace")),
             ("x-relay-source-topic", record.topic.encode()),
             ("x-relay-source-partition", str(record.partition).encode()),
             ("x-relay-source-offset", str(record.offset).encode()),
         ]
-        await self._producer.send_and_wait(
-            self._dead_letters, value=record.value, key=record.key, headers=headers
+        value = record.value
+        size = (
+            len(value or b"")
+            + len(record.key or b"")
+            + sum(len(k) + len(v or b"") for k, v in headers)
         )
+        if size > MAX_RECORD_BYTES - _HEADROOM:
+            value = None
+            headers.append(("x-relay-value-omitted", f"too large: {size} bytes".encode()))
+        out = [_Out(self._dead_letters, record.key, value, tuple(headers))]
+        if event is not None:
+            out.append(_Out(self._results, event.request_id.encode(), event.to_bytes()))
+        out.append(self._ledger_record(entry))
+        await self._write(out)
+
+    # --- group commit ---------------------------------------------------------------------
+
+    def _ledger_record(self, entry: LedgerEntry) -> _Out:
+        return _Out(self._ledger, entry.key.encode(), encode_entry(entry, self._writer))
+
+    async def _write(self, records: list[_Out]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((records, done))
+        self._wake.set()
+        await done
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._queue = self._queue, []
+            producer = self._producer
+            assert producer is not None
+            try:
+                async with producer.transaction():
+                    for records, _done in batch:
+                        for r in records:
+                            await producer.send(
+                                r.topic, r.value, key=r.key, headers=list(r.headers)
+                            )
+            except Exception as exc:
+                for _records, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                await self._replace_producer(exc)
+            else:
+                for _records, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _replace_producer(self, cause: Exception) -> None:
+        self._log.warning("kafka_transaction_failed", error=repr(cause))
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        delay = 0.2
+        while True:
+            self._producer = producer = self._new_producer()
+            try:
+                await producer.start()
+            except Exception as exc:
+                self._log.warning("kafka_producer_restart_failed", error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+            else:
+                return

@@ -14,7 +14,6 @@ RUNNING -> QUEUED is allowed; statuses may repeat.
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -124,20 +123,18 @@ def advance(
 
 
 class JobBook:
-    """The jobs this replica holds, by request_id, and the recently finished ids.
+    """The jobs this replica holds, by request_id.
 
     In-flight accounting is derived from the jobs' states, so a slot is released in exactly
     one place: the transition to a terminal state.
     """
 
-    def __init__(self, limit: int, remember_finished: int) -> None:
+    def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
         self._jobs: dict[str, Job] = {}
         self._in_flight = 0
-        self._finished: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember_finished
 
     @property
     def in_flight(self) -> int:
@@ -150,21 +147,29 @@ class JobBook:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._jobs
+
     def get(self, request_id: str) -> Job | None:
         return self._jobs.get(request_id)
 
-    def is_duplicate(self, request_id: str) -> bool:
-        """True when the id is held now or finished recently: it must start no second job."""
-        return request_id in self._jobs or request_id in self._finished
-
     def admit(self, job: Job) -> None:
-        """Take a RECEIVED job and reserve its slot."""
-        if self.is_duplicate(job.request_id):
-            raise ValueError(f"job {job.request_id} is already known")
-        if self._in_flight >= self.limit:
+        """Take a RECEIVED job and reserve its slot; only when a slot is free."""
+        if self.free_slots <= 0:
             raise ValueError("no free slot: the shell must not admit past the limit")
+        self._add(job)
+
+    def adopt(self, job: Job) -> None:
+        """Take a job that is already at fal (resumed from the ledger), limit or not: it is
+        running and paid for whether we watch it or not."""
+        self._add(job)
+
+    def _add(self, job: Job) -> None:
+        if job.request_id in self._jobs:
+            raise ValueError(f"job {job.request_id} is already held")
         self._jobs[job.request_id] = job
-        self._in_flight += 1
+        if job.holds_slot:
+            self._in_flight += 1
 
     def advance(self, request_id: str, event: JobEvent, now: datetime, **facts: object) -> Job:
         job = self._jobs[request_id]
@@ -174,16 +179,8 @@ class JobBook:
         self._jobs[request_id] = nxt
         return nxt
 
-    def release(self, request_id: str, *, finished: bool) -> None:
-        """Forget a job: after its result is published (``finished``) or when it is abandoned.
-
-        A finished id is remembered (up to ``remember_finished`` ids, oldest forgotten first) so
-        a duplicate request adds no second job; an abandoned one is not, so it can run again.
-        """
+    def release(self, request_id: str) -> None:
+        """Forget a job: its result is published, or it was handed back."""
         job = self._jobs.pop(request_id)
         if job.holds_slot:
             self._in_flight -= 1
-        if finished and self._remember > 0:
-            self._finished[request_id] = None
-            if len(self._finished) > self._remember:
-                self._finished.popitem(last=False)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.core.ledger import LedgerEntry, LedgerView
 from service.core.offsets import Partition
-from service.errors import FalJobFailed
+from service.errors import FalJobFailed, FalUnavailable
 from service.messages import ResultEvent
 from service.ports import FalJobHandle, FalOutput, FalPhase, FalStatus, InboundRecord
 
@@ -44,14 +45,25 @@ class FakeInbox:
         self.cursor = dict.fromkeys(self.logs, 0)
         self.paused: set[int] = set()
         self.committed: dict[int, int] = {}
+        self.commit_violations: list[str] = []
         self.fetches = 0
+        self.rewinds = 0
+        self.rewound = asyncio.Event()
+        self.assign_on_next_fetch: int | None = None
 
     def append(self, partition: int, value: bytes | None, key: bytes | None = None) -> None:
-        log = self.logs[partition]
+        log = self.logs.setdefault(partition, [])
+        self.cursor.setdefault(partition, 0)
         log.append(InboundRecord(self.topic, partition, len(log), key, value))
 
     async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
         self.fetches += 1
+        if self.assign_on_next_fetch is not None:
+            # A partition assigned during getmany starts unpaused, as in Kafka.
+            self.logs.setdefault(self.assign_on_next_fetch, [])
+            self.cursor.setdefault(self.assign_on_next_fetch, 0)
+            self.paused.discard(self.assign_on_next_fetch)
+            self.assign_on_next_fetch = None
         out: list[InboundRecord] = []
         for p, log in self.logs.items():
             if p in self.paused:
@@ -69,30 +81,56 @@ class FakeInbox:
         self.paused = set()
 
     def rewind(self, record: InboundRecord) -> None:
+        self.rewinds += 1
+        self.rewound.set()
         self.cursor[record.partition] = record.offset
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         for part, offset in offsets.items():
-            assert offset >= self.committed.get(part.partition, 0), "commit went back"
+            if offset < self.committed.get(part.partition, 0):
+                self.commit_violations.append(f"{part}: {offset} after {self.committed}")
             self.committed[part.partition] = offset
 
 
 @dataclass
 class FakeOutbox:
+    """Kafka's writes: each call lands whole or not at all, like a transaction. The ledger
+    records are kept in ``ledger`` (what a restarted relay would read back)."""
+
     results: list[ResultEvent] = field(default_factory=list)
     dead_letters: list[tuple[InboundRecord, str, str]] = field(default_factory=list)
+    ledger: list[LedgerEntry] = field(default_factory=list)
     failures_to_inject: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def publish_result(self, event: ResultEvent) -> None:
+    def _maybe_fail(self) -> None:
         if self.failures_to_inject > 0:
             self.failures_to_inject -= 1
             raise ConnectionError("broker unavailable")
+
+    async def record_submitted(self, entry: LedgerEntry) -> None:
+        self._maybe_fail()
+        self.ledger.append(entry)
+
+    async def finish(self, event: ResultEvent, entry: LedgerEntry) -> None:
+        self._maybe_fail()
         self.results.append(event)
+        self.ledger.append(entry)
         self.changed.set()
 
-    async def dead_letter(self, record: InboundRecord, code: str, message: str) -> None:
+    async def reject(
+        self,
+        record: InboundRecord,
+        code: str,
+        message: str,
+        event: ResultEvent | None,
+        entry: LedgerEntry,
+    ) -> None:
+        self._maybe_fail()
         self.dead_letters.append((record, code, message))
+        if event is not None:
+            self.results.append(event)
+        self.ledger.append(entry)
         self.changed.set()
 
     async def wait_for(self, results: int, dead_letters: int = 0) -> None:
@@ -100,6 +138,20 @@ class FakeOutbox:
             while len(self.results) < results or len(self.dead_letters) < dead_letters:
                 self.changed.clear()
                 await self.changed.wait()
+
+
+class FakeLedgerFeed:
+    """The ledger topic as a list: catching up applies what a previous process wrote."""
+
+    def __init__(self, view: LedgerView, written: list[LedgerEntry] | None = None) -> None:
+        self.view = view
+        self.written = written if written is not None else []
+        self.catch_ups = 0
+
+    async def catch_up(self) -> None:
+        self.catch_ups += 1
+        for entry in self.written:
+            self.view.apply(entry.key, entry)
 
 
 class FakeFal:
@@ -113,7 +165,14 @@ class FakeFal:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.cancelled: list[str] = []
+        self.status_outages = 0
         self._changed = asyncio.Event()
+
+    def already_running(self, fal_id: str, prompt: str = "") -> None:
+        """A job a previous relay process submitted."""
+        self.polls[fal_id] = 0
+        self.plan[fal_id] = prompt
+        self.in_flight += 1
 
     async def wait_submitted(self, count: int) -> None:
         async with asyncio.timeout(10):
@@ -134,6 +193,9 @@ class FakeFal:
 
     async def status(self, job: FalJobHandle) -> FalStatus:
         await asyncio.sleep(0)
+        if self.status_outages > 0:
+            self.status_outages -= 1
+            raise FalUnavailable("fal answered 503 five times")
         self.polls[job.request_id] += 1
         prompt = self.plan[job.request_id]
         needed = int(prompt.split("polls=")[1].split()[0]) if "polls=" in prompt else 1

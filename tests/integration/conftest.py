@@ -31,13 +31,16 @@ class Topics:
     dead_letters: str
     group: str
     partitions: int
+    jobs: str
 
 
 @pytest.fixture
 async def topics(kafka_bootstrap: str) -> Topics:
     """Fresh topic and group names for one test (3 request partitions)."""
     tag = uuid.uuid4().hex[:10]
-    t = Topics(kafka_bootstrap, f"req-{tag}", f"res-{tag}", f"dlq-{tag}", f"grp-{tag}", 3)
+    t = Topics(
+        kafka_bootstrap, f"req-{tag}", f"res-{tag}", f"dlq-{tag}", f"grp-{tag}", 3, f"jobs-{tag}"
+    )
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
@@ -71,6 +74,8 @@ def relay_settings(topics: Topics, fal_url: str, **overrides: str) -> Settings:
         "RELAY_RESULTS_TOPIC": topics.results,
         "RELAY_DEAD_LETTER_TOPIC": topics.dead_letters,
         "RELAY_GROUP_ID": topics.group,
+        "RELAY_JOBS_TOPIC": topics.jobs,
+        "RELAY_JOBS_TOPIC_PARTITIONS": "3",
         "RELAY_HTTP_HOST": "127.0.0.1",
         "RELAY_HTTP_PORT": "0",
         "RELAY_POLL_MIN_INTERVAL_S": "0.02",
@@ -141,7 +146,11 @@ async def produce(
 async def consume(bootstrap: str, topic: str, count: int, within: float = 60) -> list[Any]:
     """The first ``count`` records of ``topic`` (from its start); fails after ``within`` s."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # the relay writes in transactions
     )
     await consumer.start()
     records: list[Any] = []
@@ -158,7 +167,9 @@ async def consume(bootstrap: str, topic: str, count: int, within: float = 60) ->
 
 async def consume_all(bootstrap: str, topic: str, partitions: int = 1) -> list[Any]:
     """Every record of ``topic`` up to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(partitions)]

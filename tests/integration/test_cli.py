@@ -141,6 +141,7 @@ async def test_sigterm_exits_0_promptly_with_a_job_still_running_at_fal(topics: 
             "RELAY_RESULTS_TOPIC": topics.results,
             "RELAY_DEAD_LETTER_TOPIC": topics.dead_letters,
             "RELAY_GROUP_ID": topics.group,
+            "RELAY_JOBS_TOPIC": topics.jobs,
             "RELAY_HTTP_PORT": "0",
             "RELAY_POLL_MIN_INTERVAL_S": "0.05",
             "RELAY_POLL_MAX_INTERVAL_S": "0.2",

@@ -64,8 +64,8 @@ def test_terminal_states_accept_nothing() -> None:
         assert not any(s is state for s, _e in TRANSITIONS)
 
 
-def test_book_counts_slots_until_terminal_and_remembers_finished_ids() -> None:
-    book = JobBook(limit=2, remember_finished=1)
+def test_book_counts_slots_until_terminal() -> None:
+    book = JobBook(limit=2)
     book.admit(Job("a", received_at=at(0)))
     book.admit(Job("b", received_at=at(0)))
     assert (book.in_flight, book.free_slots) == (2, 0)
@@ -73,14 +73,17 @@ def test_book_counts_slots_until_terminal_and_remembers_finished_ids() -> None:
         book.admit(Job("c", received_at=at(0)))
     book.advance("a", JobEvent.FAILED, at(1))
     assert book.in_flight == 1  # released on the terminal transition ...
-    assert book.is_duplicate("a")  # ... but still known until its event is published
-    book.release("a", finished=True)
-    assert book.is_duplicate("a")
-    book.release("b", finished=False)  # abandoned (e.g. on shutdown): may run again
-    assert not book.is_duplicate("b")
-    assert book.in_flight == 0
-    book.admit(Job("d", received_at=at(2)))
-    book.advance("d", JobEvent.CANCELLED, at(3))
-    book.release("d", finished=True)
-    assert book.is_duplicate("d")
-    assert not book.is_duplicate("a")  # remember_finished=1: the oldest is forgotten
+    assert "a" in book  # ... but held until its event is published
+    book.release("a")
+    book.release("b")
+    assert (book.in_flight, len(book)) == (0, 0)
+
+
+def test_adopted_jobs_count_even_past_the_limit() -> None:
+    """A job resumed from the ledger is at fal already: it counts, and blocks new ones."""
+    book = JobBook(limit=1)
+    book.admit(Job("mine", received_at=at(0)))
+    book.adopt(Job("inherited", received_at=at(0), state=JobState.SUBMITTED))
+    assert (book.in_flight, book.free_slots) == (2, -1)
+    with pytest.raises(ValueError, match="already held"):
+        book.adopt(Job("mine", received_at=at(0), state=JobState.SUBMITTED))

@@ -10,13 +10,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.core.ledger import FalRef, LedgerEntry, LedgerView, Source
 from service.core.offsets import Partition
 from service.core.polling import PollSchedule
 from service.metrics import RelayMetrics
 from service.relay import Relay, RelayConfig
-from tests.fakes import FakeClock, FakeFal, FakeInbox, FakeOutbox
+from tests.fakes import FakeClock, FakeFal, FakeInbox, FakeLedgerFeed, FakeOutbox
 
 
 def request(rid: str, prompt: str = "a pumpkin", **extra: Any) -> bytes:
@@ -26,12 +28,22 @@ def request(rid: str, prompt: str = "a pumpkin", **extra: Any) -> bytes:
 
 @asynccontextmanager
 async def running(
-    inbox: FakeInbox, outbox: FakeOutbox, fal: FakeFal, limit: int = 3, **cfg: Any
+    inbox: FakeInbox,
+    outbox: FakeOutbox,
+    fal: FakeFal,
+    limit: int = 3,
+    ledger: list[LedgerEntry] | None = None,
+    **cfg: Any,
 ) -> AsyncIterator[Relay]:
+    """A relay over the fakes; ``ledger`` is what a previous process left in the ledger, read
+    when partitions are assigned (the test says when, as Kafka would)."""
+    view = LedgerView(timedelta(days=7))
     relay = Relay(
         inbox=inbox,
         outbox=outbox,
         fal=fal,
+        ledger=FakeLedgerFeed(view, ledger),
+        view=view,
         clock=FakeClock(),
         metrics=RelayMetrics(),
         config=RelayConfig(max_in_flight=limit, poll=PollSchedule(0.01, 0.05), **cfg),
@@ -43,6 +55,7 @@ async def running(
         relay.request_stop()
         async with asyncio.timeout(10):
             await task
+    assert inbox.commit_violations == []
 
 
 async def test_out_of_order_jobs_all_publish_and_commit_to_the_log_end() -> None:
@@ -57,8 +70,7 @@ async def test_out_of_order_jobs_all_publish_and_commit_to_the_log_end() -> None
     assert inbox.committed == {0: 10, 1: 10, 2: 10}
 
 
-async def test_never_more_jobs_at_fal_than_the_limit_even_with_new_partitions() -> None:
-    """Records fetched past the limit are rewound, not started."""
+async def test_never_more_jobs_at_fal_than_the_limit_across_many_partitions() -> None:
     inbox, outbox, fal = FakeInbox(partitions=6), FakeOutbox(), FakeFal()
     for i in range(60):
         inbox.append(i % 6, request(f"r{i}", "polls=3"))
@@ -66,6 +78,22 @@ async def test_never_more_jobs_at_fal_than_the_limit_even_with_new_partitions() 
         await outbox.wait_for(results=60)
     assert fal.peak_in_flight == 2
     assert len(fal.submitted) == 60
+
+
+async def test_a_record_fetched_past_the_limit_is_rewound_not_started() -> None:
+    """A partition assigned while intake is paused delivers a record the relay has no slot
+    for: it is rewound, not started."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("first", "hold"))
+    async with running(inbox, outbox, fal, limit=1):
+        await fal.wait_submitted(1)
+        inbox.append(1, request("late"))
+        inbox.assign_on_next_fetch = 1
+        async with asyncio.timeout(10):
+            await inbox.rewound.wait()
+        assert len(fal.submitted) == 1
+    assert fal.peak_in_flight == 1
+    assert inbox.committed == {}
 
 
 async def test_invalid_messages_go_to_dead_letters_and_the_partition_keeps_flowing() -> None:
@@ -129,7 +157,11 @@ async def test_shutdown_abandons_jobs_at_fal_and_commits_only_finished_ones() ->
         await outbox.wait_for(results=2)
     assert sorted(e.request_id for e in outbox.results) == ["quick", "quick-2"]
     assert inbox.committed == {0: 1}  # "slow" (offset 1) is not finished: its offset stays
-    assert fal.cancelled == []  # a job abandoned on shutdown is left running at fal
+    assert fal.cancelled == []  # a job let go on shutdown is left running at fal ...
+    slow = [e for e in outbox.ledger if e.key == "slow"]
+    assert [e.state for e in slow] == ["submitted"]  # ... and the ledger knows where it is
+    assert slow[0].fal is not None
+    assert slow[0].source == Source(inbox.topic, 0, 1)
 
 
 async def test_revoked_partitions_commit_their_finished_prefix_and_drop_their_jobs() -> None:
@@ -151,3 +183,88 @@ async def test_revoked_partitions_commit_their_finished_prefix_and_drop_their_jo
         await outbox.wait_for(results=2)
     assert sorted(e.request_id for e in outbox.results) == ["p0-done", "p1-next"]
     assert inbox.committed == {0: 1}  # p1-held (offset 0) never finished
+
+
+T0 = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def submitted(rid: str, offset: int, fal_id: str, partition: int = 0) -> LedgerEntry:
+    return LedgerEntry(
+        key=rid,
+        state="submitted",
+        source=Source("requests", partition, offset),
+        at=T0,
+        fal=FalRef(fal_id, f"s/{fal_id}", f"r/{fal_id}", f"c/{fal_id}"),
+        received_at=T0,
+        metadata={"from": "ledger"},
+    )
+
+
+async def test_jobs_in_the_ledger_are_resumed_at_assignment_never_resubmitted() -> None:
+    """After a crash, the new owner of a partition watches the job the ledger names: no
+    second submit; the record's offset commits once the job's result is out."""
+    fal = FakeFal()
+    fal.already_running("fal-earlier", prompt="polls=2")
+    inbox, outbox = FakeInbox(partitions=1), FakeOutbox()
+    inbox.append(0, request("again", metadata={"from": "record"}))
+    ledger = [submitted("again", 0, "fal-earlier")]
+    async with running(inbox, outbox, fal, ledger=ledger) as relay:
+        await relay.partitions_assigned({Partition(inbox.topic, 0)})
+        await outbox.wait_for(results=1)
+    assert fal.submitted == []
+    (event,) = outbox.results
+    assert (event.request_id, event.status, event.fal_request_id) == (
+        "again",
+        "succeeded",
+        "fal-earlier",
+    )
+    assert event.metadata == {"from": "ledger"}
+    assert inbox.committed == {0: 1}
+
+
+async def test_a_record_whose_job_is_finished_in_the_ledger_is_skipped() -> None:
+    """A crash between publishing a result and committing its offset redelivers the record;
+    the ledger's finished entry (written with the result) means nothing happens twice."""
+    fal, inbox, outbox = FakeFal(), FakeInbox(partitions=1), FakeOutbox()
+    inbox.append(0, request("done-before"))
+    inbox.append(0, b"not json")
+    inbox.append(0, request("new"))
+    finished = LedgerEntry(
+        key="done-before",
+        state="finished",
+        source=Source("requests", 0, 0),
+        at=T0,
+        status="succeeded",
+    )
+    rejected = LedgerEntry(
+        key=Source("requests", 0, 1).key, state="rejected", source=Source("requests", 0, 1), at=T0
+    )
+    async with running(inbox, outbox, fal, ledger=[finished, rejected]) as relay:
+        await relay.partitions_assigned({Partition(inbox.topic, 0)})
+        await outbox.wait_for(results=1)
+    assert [e.request_id for e in outbox.results] == ["new"]
+    assert outbox.dead_letters == []
+    assert len(fal.submitted) == 1
+    assert inbox.committed == {0: 3}
+
+
+async def test_a_bad_message_reusing_a_running_requests_id_adds_no_event() -> None:
+    """Exactly one terminal event per accepted request: an invalid message with the same
+    request_id is dead-lettered, but publishes no failed event for it."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("busy", "polls=5"))
+    inbox.append(0, request("busy", num_frames=1))  # unknown top-level field
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1, dead_letters=1)
+    assert [(e.request_id, e.status) for e in outbox.results] == [("busy", "succeeded")]
+
+
+async def test_a_fal_outage_while_watching_does_not_abandon_the_paid_job() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    fal.status_outages = 4
+    inbox.append(0, request("patient", "polls=2"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+    assert outbox.results[0].status == "succeeded"
+    assert fal.status_outages == 0
+    assert len(fal.submitted) == 1

@@ -1,0 +1,230 @@
+"""The job ledger on Kafka: its record format, its topic, and the feed that keeps the view.
+
+Format: key = the entry's key (a request_id, or ``source:<topic>:<partition>:<offset>`` for a
+rejected message); value = one JSON object (below); a null value is a tombstone. Every value
+names the process that wrote it (``writer``, new at each start), for operators reading the
+topic. The relay applies its own entries the moment Kafka acknowledges them and again when
+the feed reads them back; the view keeps the newer of two entries, so that is harmless.
+
+    {"v": 1, "state": "submitted" | "finished" | "rejected", "writer": "...",
+     "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
+     "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
+     "received_at": "<RFC 3339>" | null, "metadata": {...} | null,
+     "status": "succeeded" | ... | null}
+
+The topic is compacted (the latest entry per key is kept) and also deleted by age
+(``cleanup.policy=compact,delete``, ``retention.ms`` = RELAY_DEDUPE_RETENTION_S), which is what
+bounds the dedupe window; the relay refuses a retention shorter than its job timeout, so the
+entry of a job still running is never aged out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from service.adapters.kafka_client import client_options
+from service.config import Settings
+from service.core.ledger import FalRef, LedgerEntry, LedgerView, Source
+from service.logs import get_logger
+from service.messages import format_timestamp
+
+
+def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
+    fal = entry.fal
+    body: dict[str, Any] = {
+        "v": 1,
+        "state": entry.state,
+        "writer": writer,
+        "source": {
+            "topic": entry.source.topic,
+            "partition": entry.source.partition,
+            "offset": entry.source.offset,
+        },
+        "at": format_timestamp(entry.at),
+        "fal": None
+        if fal is None
+        else {
+            "request_id": fal.request_id,
+            "status_url": fal.status_url,
+            "response_url": fal.response_url,
+            "cancel_url": fal.cancel_url,
+        },
+        "received_at": format_timestamp(entry.received_at) if entry.received_at else None,
+        "metadata": entry.metadata,
+        "status": entry.status,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
+    """The entry and its writer; raises ValueError (or KeyError/TypeError) on a bad record."""
+    body = json.loads(value)
+    src = body["source"]
+    fal = body.get("fal")
+    received = body.get("received_at")
+    entry = LedgerEntry(
+        key=key,
+        state=body["state"],
+        source=Source(str(src["topic"]), int(src["partition"]), int(src["offset"])),
+        at=datetime.fromisoformat(body["at"]),
+        fal=None
+        if fal is None
+        else FalRef(
+            **{k: str(fal[k]) for k in ("request_id", "status_url", "response_url", "cancel_url")}
+        ),
+        received_at=datetime.fromisoformat(received) if received else None,
+        metadata=body.get("metadata"),
+        status=body.get("status"),
+    )
+    if entry.state not in ("submitted", "finished", "rejected"):
+        raise ValueError(f"unknown ledger state {entry.state!r}")
+    return entry, str(body.get("writer", ""))
+
+
+async def ensure_ledger_topic(settings: Settings) -> None:
+    """Create the ledger topic with compaction when it is missing (RELAY_CREATE_JOBS_TOPIC)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        if settings.relay_jobs_topic in set(await admin.list_topics()):
+            return
+        replication = settings.relay_jobs_topic_replication
+        if replication is None:
+            # Like the broker's own internal topics: three copies where there are three brokers.
+            cluster = await admin.describe_cluster()
+            replication = max(1, min(3, len(cluster.get("brokers", []))))
+        topic = NewTopic(
+            settings.relay_jobs_topic,
+            num_partitions=settings.relay_jobs_topic_partitions,
+            replication_factor=replication,
+            topic_configs={
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(int(settings.relay_dedupe_retention_s * 1000)),
+                "min.compaction.lag.ms": "0",
+            },
+        )
+        try:
+            await admin.create_topics([topic])
+        except TopicAlreadyExistsError:
+            return  # another replica won the race
+        get_logger().info("ledger_topic_created", topic=settings.relay_jobs_topic)
+    finally:
+        await admin.close()
+
+
+class LedgerMissing(Exception):
+    """The ledger topic does not exist and the relay may not create it."""
+
+
+class KafkaLedger:
+    """Reads the whole ledger topic (read_committed) into a ``LedgerView`` and follows it."""
+
+    def __init__(self, settings: Settings, view: LedgerView, writer: str) -> None:
+        self._topic = settings.relay_jobs_topic
+        self._view = view
+        self._writer = writer
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._parts: list[TopicPartition] = []
+        self._positions: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._log = get_logger()
+        self.bad_records = 0
+
+    async def start(self) -> None:
+        self._consumer = consumer = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            **client_options(self._settings),
+        )
+        try:
+            await consumer.start()
+            partitions = await self._partitions()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._parts = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        consumer.assign(self._parts)
+        for tp in self._parts:
+            consumer.seek(tp, 0)
+        self._task = asyncio.create_task(self._follow(), name="ledger-follow")
+        await self.catch_up()
+
+    async def _partitions(self) -> set[int]:
+        """The ledger's partitions; a topic created a moment ago takes a little while to show
+        up in the metadata, so wait for it (a few seconds) before calling it missing."""
+        admin = AIOKafkaAdminClient(**client_options(self._settings))
+        await admin.start()
+        try:
+            for _attempt in range(50):
+                (topic,) = await admin.describe_topics([self._topic])
+                partitions = {int(p["partition"]) for p in topic.get("partitions", [])}
+                if topic.get("error_code", 0) == 0 and partitions:
+                    return partitions
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+        raise LedgerMissing(
+            f"the ledger topic {self._topic} does not exist (RELAY_CREATE_JOBS_TOPIC=false?)"
+        )
+
+    @property
+    def _c(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "start() first"
+        return self._consumer
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def catch_up(self) -> None:
+        ends = await self._c.end_offsets(self._parts)
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._reached(ends))
+
+    def _reached(self, ends: dict[TopicPartition, int]) -> bool:
+        if self._task is not None and self._task.done():
+            self._task.result()  # surfaces the follower's failure to the waiter
+        return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
+
+    async def _follow(self) -> None:
+        while True:
+            batches = await self._c.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    self._apply(record.key, record.value)
+                if records:
+                    self._positions[tp] = records[-1].offset + 1
+            for tp in self._parts:
+                # Past transaction markers and aborted records the position moves on too.
+                position = await self._c.position(tp)
+                self._positions[tp] = max(self._positions.get(tp, 0), position)
+            async with self._progress:
+                self._progress.notify_all()
+
+    def _apply(self, raw_key: bytes | None, value: bytes | None) -> None:
+        if raw_key is None:
+            return
+        key = raw_key.decode("utf-8", "replace")
+        if value is None:
+            self._view.apply(key, None)
+            return
+        try:
+            entry, _writer = decode_entry(key, value)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.bad_records += 1
+            self._log.warning("ledger_record_unreadable", key=key, error=str(exc))
+            return
+        self._view.apply(key, entry)

@@ -1,0 +1,83 @@
+"""The ledger view's decision: new, resume, duplicate or done."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from service.adapters.ledger import decode_entry, encode_entry
+from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
+
+T0 = datetime(2026, 11, 24, tzinfo=UTC)
+HERE = Source("req", 0, 5)
+ELSEWHERE = Source("req", 1, 9)
+FAL = FalRef("f-1", "s", "r", "c")
+
+
+def entry(
+    state: Literal["submitted", "finished", "rejected"],
+    source: Source = HERE,
+    at: datetime = T0,
+    key: str = "r1",
+) -> LedgerEntry:
+    fal = FAL if state == "submitted" else None
+    return LedgerEntry(key=key, state=state, source=source, at=at, fal=fal)
+
+
+def view(*entries: LedgerEntry, days: float = 7) -> LedgerView:
+    v = LedgerView(timedelta(days=days))
+    for e in entries:
+        v.apply(e.key, e)
+    return v
+
+
+def test_unknown_ids_are_new() -> None:
+    assert view().decide("r1", HERE, T0) is Intake.NEW
+
+
+def test_a_job_at_fal_is_resumed_from_its_own_record_and_duplicated_by_any_other() -> None:
+    v = view(entry("submitted"))
+    assert v.decide("r1", HERE, T0) is Intake.RESUME
+    assert v.decide("r1", ELSEWHERE, T0) is Intake.DUPLICATE
+
+
+def test_a_finished_job_is_done_for_its_record_and_a_duplicate_for_others_until_retention() -> None:
+    v = view(entry("finished"), days=1)
+    assert v.decide("r1", HERE, T0 + timedelta(hours=1)) is Intake.DONE
+    assert v.decide("r1", ELSEWHERE, T0 + timedelta(hours=23)) is Intake.DUPLICATE
+    assert v.decide("r1", ELSEWHERE, T0 + timedelta(days=2)) is Intake.NEW
+
+
+def test_entries_never_go_backwards_when_read_back_late() -> None:
+    """The relay applies its own writes at once and the feed reads them back later: an older
+    'submitted' must not undo a newer 'finished'."""
+    v = view(entry("submitted"), entry("finished", at=T0 + timedelta(seconds=3)))
+    v.apply("r1", entry("submitted"))
+    assert v.decide("r1", HERE, T0) is Intake.DONE
+    v.apply("r1", None)  # a tombstone removes
+    assert v.decide("r1", HERE, T0) is Intake.NEW
+
+
+def test_rejections_are_keyed_by_source_and_expire_but_running_jobs_do_not() -> None:
+    rejected = entry("rejected", key=HERE.key)
+    v = view(rejected, entry("submitted", key="old-but-running"), days=1)
+    assert v.rejected_before(HERE)
+    assert not v.rejected_before(ELSEWHERE)
+    assert v.expire(T0 + timedelta(days=2)) == 1
+    assert not v.rejected_before(HERE)
+    assert v.counts() == {"submitted": 1, "finished": 0, "rejected": 0}
+    assert [e.key for e in v.submitted()] == ["old-but-running"]
+
+
+def test_the_wire_format_round_trips() -> None:
+    original = LedgerEntry(
+        key="r1",
+        state="submitted",
+        source=HERE,
+        at=T0,
+        fal=FAL,
+        received_at=T0,
+        metadata={"tenant": "acme"},
+    )
+    decoded, writer = decode_entry("r1", encode_entry(original, "w-1"))
+    assert (decoded, writer) == (original, "w-1")
