@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     relay_jobs_topic_replication: int | None = Field(default=None, ge=1, le=32)  # None: auto
     relay_dedupe_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     relay_group_instance_id: str | None = None
+    relay_session_timeout_s: float | None = Field(default=None, ge=6, le=1800)
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator(
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
         "kafka_ssl_cafile",
         "relay_group_instance_id",
         "relay_jobs_topic_replication",
+        "relay_session_timeout_s",
         mode="before",
     )
     @classmethod

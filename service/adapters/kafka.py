@@ -63,7 +63,9 @@ class KafkaInbox:
             # Results of the relay's own transactions only; aborted ones never count.
             isolation_level="read_committed",
             # A static member that restarts must be back before the group gives up on it.
-            session_timeout_ms=30_000 if static else 10_000,
+            session_timeout_ms=int(
+                (settings.relay_session_timeout_s or (30 if static else 10)) * 1000
+            ),
             heartbeat_interval_ms=3_000,
             # The revoke callback may wait RELAY_SHUTDOWN_GRACE_S for writes to be
             # acknowledged; the group must allow that much, or it evicts us mid-hand-back.

@@ -132,6 +132,7 @@ class KafkaLedger:
         self._writer = writer
         self._settings = settings
         self._consumer: AIOKafkaConsumer | None = None
+        self._ends: AIOKafkaConsumer | None = None
         self._parts: list[TopicPartition] = []
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
@@ -146,11 +147,17 @@ class KafkaLedger:
             auto_offset_reset="earliest",
             **client_options(self._settings),
         )
+        # The high watermark, not the last stable offset: see catch_up().
+        self._ends = ends = AIOKafkaConsumer(
+            isolation_level="read_uncommitted", **client_options(self._settings)
+        )
         try:
             await consumer.start()
+            await ends.start()
             partitions = await self._partitions()
         except BaseException:
             await consumer.stop()
+            await ends.stop()
             raise
         self._parts = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(self._parts)
@@ -188,9 +195,20 @@ class KafkaLedger:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._ends is not None:
+            await self._ends.stop()
 
     async def catch_up(self) -> None:
-        ends = await self._c.end_offsets(self._parts)
+        """Wait until every ledger record written so far is in the view.
+
+        "So far" is the high watermark, not the last stable offset a read_committed reader is
+        told: a replica killed inside a transaction leaves it open until the broker aborts it
+        (our transaction timeout, 15 s), and entries other replicas committed behind it stay
+        invisible until then. Deciding before that would resubmit those jobs; so a takeover
+        waits, at most that long, for the transaction to be resolved.
+        """
+        assert self._ends is not None
+        ends = await self._ends.end_offsets(self._parts)
         async with self._progress:
             await self._progress.wait_for(lambda: self._reached(ends))
 

@@ -34,14 +34,11 @@ class Topics:
     jobs: str
 
 
-@pytest.fixture
-async def topics(kafka_bootstrap: str) -> Topics:
-    """Fresh topic and group names for one test (3 request partitions)."""
+async def create_topics(bootstrap: str) -> Topics:
+    """Fresh topic and group names (3 request partitions), created on ``bootstrap``."""
     tag = uuid.uuid4().hex[:10]
-    t = Topics(
-        kafka_bootstrap, f"req-{tag}", f"res-{tag}", f"dlq-{tag}", f"grp-{tag}", 3, f"jobs-{tag}"
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    t = Topics(bootstrap, f"req-{tag}", f"res-{tag}", f"dlq-{tag}", f"grp-{tag}", 3, f"jobs-{tag}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
@@ -54,6 +51,12 @@ async def topics(kafka_bootstrap: str) -> Topics:
     finally:
         await admin.close()
     return t
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str) -> Topics:
+    """Fresh topics and group for one test on the session's broker."""
+    return await create_topics(kafka_bootstrap)
 
 
 @asynccontextmanager
@@ -206,6 +209,14 @@ async def committed_and_end(topics: Topics) -> tuple[dict[int, int], dict[int, i
     finally:
         await admin.close()
         await consumer.stop()
+
+
+async def wait_committed(topics: Topics, expected: dict[int, int], within: float = 30) -> None:
+    """Until the group's committed offsets are ``expected``. Committed offsets are seen only
+    by asking the broker, so this asks every 0.1 s, up to ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while (await committed_and_end(topics))[0] != expected:  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.1)
 
 
 def events(records: Iterable[Any]) -> dict[str, dict[str, Any]]:
