@@ -401,9 +401,9 @@ class Relay:
             async with asyncio.timeout(self._remaining(rid)):
                 if resume is None:
                     assert request is not None
-                    handle = await self._submit(source, request, log)
+                    handle, window = await self._submit(source, request, log)
                     log = log.bind(fal_request_id=handle.request_id)
-                    log.info("job_submitted")
+                    log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
                 else:
                     handle = FalJobHandle(
                         resume.request_id, resume.status_url, resume.response_url, resume.cancel_url
@@ -436,7 +436,9 @@ class Relay:
         age = (self._clock.now() - job.submitted_at).total_seconds()
         return max(0.0, self._config.job_timeout - age)
 
-    async def _submit(self, source: Source, request: VideoRequest, log: Any) -> FalJobHandle:
+    async def _submit(
+        self, source: Source, request: VideoRequest, log: Any
+    ) -> tuple[FalJobHandle, float]:
         """Submit, then make the job durable in the ledger before anything else.
 
         Between fal's answer and the ledger's acknowledgement lies the one window in which a
@@ -461,10 +463,11 @@ class Relay:
             metadata=request.metadata,
         )
         await self._write(lambda: self._outbox.record_submitted(entry), "ledger", log)
-        self._metrics.ledger_write_seconds.observe(self._clock.monotonic() - accepted)
+        window = self._clock.monotonic() - accepted
+        self._metrics.ledger_write_seconds.observe(window)
         self._view.apply(rid, entry)
         self._book.advance(rid, JobEvent.SUBMITTED, entry.at, fal_request_id=handle.request_id)
-        return handle
+        return handle, window
 
     async def _watch(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus:
         started = self._clock.monotonic()
