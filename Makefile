@@ -30,6 +30,9 @@ schemas: setup  ## regenerate schemas/ from service/messages.py
 	$(UV) run lynx-relay schemas
 
 demo: setup  ## local Kafka + fal emulator + relay; publish the sample request, print its result
+	@# A fresh broker each time: the relay remembers request ids, and the sample's is fixed.
+	scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null 2>&1 || true
+	rm -rf $(DEMO_KAFKA_DIR)
 	scripts/kafka start --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null
 	$(UV) run lynx-relay demo --bootstrap 127.0.0.1:$(DEMO_KAFKA_PORT); \
 	  status=$$?; scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR); exit $$status

@@ -75,7 +75,9 @@ async def _ensure_topics(bootstrap: str) -> int:
 
 async def _exchange(bootstrap: str, partitions: int, wait_s: float) -> dict[str, Any]:
     """Publish the sample request, return its result event (read from the log end onwards)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await consumer.start()
     await producer.start()
