@@ -112,7 +112,7 @@ class RelayService:
             )
             view = LedgerView(timedelta(seconds=s.relay_dedupe_retention_s))
             ledger = KafkaLedger(s, view, writer)
-            inbox = KafkaInbox(s)
+            inbox = KafkaInbox(s, self.metrics)
             relay = Relay(
                 inbox=inbox,
                 outbox=outbox,

@@ -113,6 +113,13 @@ class RelayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag_records",
+            "Records of a requests partition not yet finished and committed (high watermark "
+            "minus committed offset), per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.rebalances = Counter(
             p + "rebalances", "Partition assignment changes seen by this replica.", registry=r
         )

@@ -24,6 +24,7 @@ from service.core.ledger import LedgerEntry
 from service.core.offsets import Partition
 from service.logs import get_logger
 from service.messages import ResultEvent
+from service.metrics import RelayMetrics
 from service.ports import AssignmentListener, InboundRecord
 
 
@@ -47,10 +48,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaInbox:
     """The requests topic, consumed in our group."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: RelayMetrics) -> None:
         self._topic = settings.relay_requests_topic
         self._settings = settings
+        self._metrics = metrics
         self._consumer: AIOKafkaConsumer | None = None
+        self._committed: dict[TopicPartition, int] = {}
+        self._lag_parts: set[TopicPartition] = set()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         settings = self._settings
@@ -96,6 +100,7 @@ class KafkaInbox:
 
     async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
         batches = await self._c.getmany(timeout_ms=int(max_wait * 1000), max_records=max_records)
+        await self._export_lag()
         return [
             InboundRecord(
                 topic=r.topic,
@@ -119,9 +124,29 @@ class KafkaInbox:
         self._c.seek(TopicPartition(record.topic, record.partition), record.offset)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
-        await self._c.commit(
-            {TopicPartition(p.topic, p.partition): offset for p, offset in offsets.items()}
-        )
+        tps = {TopicPartition(p.topic, p.partition): offset for p, offset in offsets.items()}
+        await self._c.commit(tps)
+        self._committed.update(tps)
+
+    async def _export_lag(self) -> None:
+        """Records not yet finished and committed, per partition: the high watermark (from the
+        last fetch) minus the group's committed offset. KEDA or a Prometheus-only setup can
+        scale on it without an extra exporter."""
+        consumer = self._c
+        assigned = consumer.assignment()
+        for tp in self._lag_parts - assigned:
+            self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            self._committed.pop(tp, None)
+        self._lag_parts = set(assigned)
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            if tp not in self._committed:
+                # Once per assignment: where the group stood before our first commit.
+                self._committed[tp] = await consumer.committed(tp) or 0
+            lag = max(0, highwater - self._committed[tp])
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 # What one produce request may carry (aiokafka's and the broker's default). A dead-letter copy

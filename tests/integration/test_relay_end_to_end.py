@@ -6,6 +6,7 @@ Each test has its own topics, group and emulator; the session shares one broker.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
@@ -225,3 +226,5 @@ async def test_health_endpoints_and_metrics(topics: Topics) -> None:
         "lynx_relay_job_run_seconds_count 1.0",
     ):
         assert line in metrics, line
+    lag = re.findall(r'lynx_relay_consumer_lag_records\{partition="(\d)",topic="([^"]+)"\}', metrics)
+    assert sorted(lag) == [(str(p), topics.requests) for p in range(3)]
