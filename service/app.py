@@ -63,7 +63,7 @@ class RelayService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = RelayMetrics()
+        self.metrics = RelayMetrics(settings.relay_price_per_video_second)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._relay: Relay | None = None

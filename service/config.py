@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     relay_dedupe_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     relay_group_instance_id: str | None = None
     relay_session_timeout_s: float | None = Field(default=None, ge=6, le=1800)
+    relay_price_per_video_second: float = Field(default=0.60, ge=0)
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator(

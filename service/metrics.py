@@ -7,16 +7,37 @@ several relays can run in one process (the integration tests do).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600)
 
 
 class RelayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, price_per_video_second: float = 0.60) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # CPU, memory and file descriptors of the process, Python's version: for the dashboard.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         p = "lynx_relay_"
+        self.video_seconds = Counter(
+            p + "video_seconds",
+            "Seconds of video delivered in succeeded results (what fal bills for).",
+            registry=r,
+        )
+        self.price_per_video_second = Gauge(
+            p + "price_per_video_second_dollars",
+            "The price per second of video used for cost estimates (RELAY_PRICE_PER_VIDEO_SECOND).",
+            registry=r,
+        )
+        self.price_per_video_second.set(price_per_video_second)
         self.requests_consumed = Counter(
             p + "requests_consumed", "Messages taken from the requests topic.", registry=r
         )

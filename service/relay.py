@@ -366,6 +366,8 @@ class Relay:
             self._metrics.results.labels(
                 event.status, event.error.code if event.error else "none"
             ).inc()
+            if event.video is not None and event.video.duration:
+                self._metrics.video_seconds.inc(float(event.video.duration))
             self._metrics.end_to_end.observe(
                 (self._clock.now() - event.timings.received_at).total_seconds()
             )
