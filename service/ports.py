@@ -41,10 +41,9 @@ class Inbox(Protocol):
     async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
         """Records in offset order per partition; an empty list after ``max_wait`` seconds."""
 
-    def pause(self) -> None:
-        """Pause every assigned partition (fetch keeps the consumer in its group)."""
-
-    def resume(self) -> None: ...
+    def pause_only(self, parts: set[Partition] | None) -> None:
+        """Pause exactly ``parts`` of the assigned partitions (all of them when None) and
+        resume the others; fetch keeps the consumer in its group either way."""
 
     def rewind(self, record: InboundRecord) -> None:
         """Deliver ``record`` (and what follows it in its partition) again on a later fetch."""
@@ -74,6 +73,9 @@ class Outbox(Protocol):
     ) -> None:
         """The dead-letter copy of ``record`` (untouched, plus reason headers), the failed
         event when there is one, and the ``rejected`` ledger entry."""
+
+    async def flush(self) -> None:
+        """Return once every write asked for so far has landed or failed."""
 
 
 class LedgerFeed(Protocol):

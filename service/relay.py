@@ -22,8 +22,10 @@ flight get ``shutdown_grace`` seconds; what is finished is committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from service.core.intake import plan_intake
@@ -111,6 +113,8 @@ class Relay:
         self._offsets = OffsetBook()
         self._work: dict[tuple[Partition, int], _Work] = {}
         self._handing_back: set[Partition] = set()
+        self._catching_up: set[Partition] = set()
+        self._take_overs: set[asyncio.Task[None]] = set()
         self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
         self._wake = asyncio.Event()
         self._stopping = False
@@ -168,7 +172,7 @@ class Relay:
             plan = plan_intake(self._book.free_slots, self._offsets.unfinished, cfg.max_unfinished)
             if plan.pause:
                 # Re-applied every turn: partitions assigned since the last turn start unpaused.
-                self._inbox.pause()
+                self._inbox.pause_only(None)
                 self._set_paused(True)
                 try:
                     async with asyncio.timeout(cfg.idle_poll):
@@ -178,9 +182,9 @@ class Relay:
                 # Keep polling while saturated, or the group drops us after max_poll_interval.
                 records = await self._inbox.fetch(max_records=1, max_wait=0)
             else:
-                if self._paused:
-                    self._inbox.resume()
-                    self._set_paused(False)
+                # Partitions whose ledger is still being caught up stay paused.
+                self._inbox.pause_only(set(self._catching_up))
+                self._set_paused(False)
                 records = await self._inbox.fetch(
                     max_records=plan.fetch, max_wait=cfg.fetch_timeout
                 )
@@ -207,6 +211,11 @@ class Relay:
         for record in records:
             part = record.part
             if part in blocked or part in self._handing_back:
+                continue
+            if part in self._catching_up:
+                # Not before the ledger shows what the previous owner did with this partition.
+                self._inbox.rewind(record)
+                blocked.add(part)
                 continue
             source = Source(record.topic, record.partition, record.offset)
             decoded = decode_request(record.value)
@@ -356,9 +365,9 @@ class Relay:
                 )
             self._wake.set()  # a slot is free
             done = LedgerEntry(
-                key=rid, state="finished", source=source, at=self._clock.now(), status=event.status
+                key=rid, state="finished", source=source, at=self._stamp(), status=event.status
             )
-            await self._write(lambda: self._outbox.finish(event, done), "results", log)
+            await self._write(lambda: self._outbox.finish(event, done), "results", log, done)
             self._view.apply(rid, done)
             record = self._release(rid)
             if record is not None:
@@ -457,14 +466,14 @@ class Relay:
             key=rid,
             state="submitted",
             source=source,
-            at=self._clock.now(),
+            at=self._stamp(),
             fal=FalRef(
                 handle.request_id, handle.status_url, handle.response_url, handle.cancel_url
             ),
-            received_at=job.received_at,
+            received_at=_ms(job.received_at),
             metadata=request.metadata,
         )
-        await self._write(lambda: self._outbox.record_submitted(entry), "ledger", log)
+        await self._write(lambda: self._outbox.record_submitted(entry), "ledger", log, entry)
         window = self._clock.monotonic() - accepted
         self._metrics.ledger_write_seconds.observe(window)
         self._view.apply(rid, entry)
@@ -535,6 +544,9 @@ class Relay:
         job = self._terminal(rid, JobEvent.SUCCEEDED)
         return _event(job, metadata, output=output)
 
+    def _stamp(self) -> datetime:
+        return _ms(self._clock.now())
+
     def _terminal(self, rid: str, event: JobEvent) -> Job:
         return self._book.advance(rid, event, self._clock.now())
 
@@ -569,11 +581,12 @@ class Relay:
                 ),
                 timings=Timings(received_at=now, completed_at=now),
             )
-        entry = LedgerEntry(key=source.key, state="rejected", source=source, at=now)
+        entry = LedgerEntry(key=source.key, state="rejected", source=source, at=_ms(now))
         await self._write(
             lambda: self._outbox.reject(record, rejection.reason, rejection.message, event, entry),
             "dead_letter",
             log,
+            entry,
         )
         self._view.apply(entry.key, entry)
         self._metrics.dead_letters.inc()
@@ -585,8 +598,19 @@ class Relay:
 
     # --- Kafka writes and commits ---------------------------------------------------------
 
-    async def _write(self, write: Callable[[], Awaitable[None]], kind: str, log: Any) -> None:
-        """Never drop a write: retry with capped backoff until acknowledged (or cancelled)."""
+    async def _write(
+        self,
+        write: Callable[[], Awaitable[None]],
+        kind: str,
+        log: Any,
+        entry: LedgerEntry,
+    ) -> None:
+        """Never drop a write: retry with capped backoff until acknowledged (or cancelled).
+
+        A transaction can commit and still be reported as failed (its answer was lost); the
+        ledger then already holds ``entry``, and writing again would publish twice. So after a
+        failure the ledger is read up to date first, and a write that landed is not repeated.
+        """
         delay, cap = self._config.write_backoff
         while True:
             try:
@@ -598,6 +622,11 @@ class Relay:
                 )
                 await self._clock.sleep(delay)
                 delay = min(cap, delay * 2)
+                with contextlib.suppress(Exception):
+                    await self._ledger.catch_up()
+                    if self._view.get(entry.key) == entry:
+                        log.info("kafka_write_had_landed", topic_kind=kind)
+                        return
             else:
                 return
 
@@ -620,28 +649,51 @@ class Relay:
     # --- rebalance and shutdown -----------------------------------------------------------
 
     async def partitions_assigned(self, parts: set[Partition]) -> None:
-        """Before records of new partitions are taken, the ledger must show every job their
-        previous owner submitted: catch up, then resume those jobs at once."""
+        """Take over ``parts``: no record of theirs is taken until the ledger shows every job
+        their previous owner submitted; those jobs are then resumed at once.
+
+        The catch-up runs as a task of its own, not in this callback: it may wait up to the
+        transaction timeout for a dead replica's open transaction, and the group coordinator
+        sends no heartbeats while the callback runs (nor reports its errors).
+        """
+        self._catching_up |= parts  # before any await: fetches may follow at once
         self._metrics.rebalances.inc()
-        # The group may hand us partitions before run() opened its task group.
-        await self._started.wait()
-        await self._ledger.catch_up()
-        if not self.running:
-            return  # stopping: the next owner resumes them
-        resumed = 0
-        for entry in self._view.submitted():
-            part = Partition(entry.source.topic, entry.source.partition)
-            if part in parts and entry.key not in self._book and entry.fal is not None:
-                self._resume(entry)
-                resumed += 1
-        self._log.info(
-            "partitions_assigned",
-            partitions=sorted(f"{t}/{p}" for t, p in parts),
-            jobs_resumed=resumed,
-        )
-        self._wake.set()
+        self._log.info("partitions_assigned", partitions=sorted(f"{t}/{p}" for t, p in parts))
+        await self._started.wait()  # the group may assign before run() opened its task group
+        if not self.running or self._tg is None:
+            return
+        task = self._tg.create_task(self._take_over(parts))
+        self._take_overs.add(task)
+        task.add_done_callback(self._take_overs.discard)
+
+    async def _take_over(self, parts: set[Partition]) -> None:
+        delay = 0.5
+        while parts & self._catching_up:
+            try:
+                await self._ledger.catch_up()
+            except Exception as exc:
+                self._log.warning("ledger_catch_up_failed", error=repr(exc), retry_in_s=delay)
+                await self._clock.sleep(delay)
+                delay = min(10.0, delay * 2)
+                continue
+            mine = parts & self._catching_up  # some may have been revoked meanwhile
+            resumed = 0
+            for entry in self._view.submitted():
+                part = Partition(entry.source.topic, entry.source.partition)
+                if part in mine and entry.key not in self._book and entry.fal is not None:
+                    self._resume(entry)
+                    resumed += 1
+            self._catching_up -= mine
+            self._log.info(
+                "partitions_taken_over",
+                partitions=sorted(f"{t}/{p}" for t, p in mine),
+                jobs_resumed=resumed,
+            )
+            self._wake.set()
+            return
 
     async def partitions_revoked(self, parts: set[Partition]) -> None:
+        self._catching_up -= parts
         self._metrics.rebalances.inc()
         self._log.info("partitions_revoked", partitions=sorted(f"{t}/{p}" for t, p in parts))
         await self._hand_back(parts)
@@ -651,33 +703,55 @@ class Relay:
     async def _hand_back(self, parts: set[Partition] | None) -> None:
         """Let go of work in ``parts`` (all when None), leaving fal jobs running.
 
-        Jobs recorded in the ledger are cancelled here at once (their new owner resumes them);
-        a job still being submitted finishes its submit and ledger write and then stops by
-        itself; results and dead letters being written get the grace period.
+        Jobs recorded in the ledger are let go at once (their next owner resumes them). A job
+        still being submitted finishes its submit and ledger write and then stops by itself:
+        cancelling it could leave a job at fal that no ledger entry names; it is waited for
+        up to twice the grace. Results and dead letters being written get the grace. Before
+        returning, every write asked for has landed or failed, so nothing of ours lands after
+        the next owner has caught up with the ledger.
         """
+        if parts is None:
+            for task in list(self._take_overs):
+                task.cancel()
         works = [(p, w) for (p, _o), w in list(self._work.items()) if parts is None or p in parts]
         self._handing_back |= {p for p, _w in works} if parts is None else parts
         try:
             if not works:
                 return
-            let_go = 0
+            let_go, submitting = 0, []
             for _part, work in works:
                 job = self._book.get(work.request_id) if work.request_id else None
-                if job is not None and job.holds_slot and job.state is not JobState.RECEIVED:
+                if job is not None and job.state is JobState.RECEIVED:
+                    submitting.append(work.task)
+                elif job is not None and job.holds_slot:
                     work.task.cancel()
                     let_go += 1
+            grace = self._config.shutdown_grace
             tasks = [w.task for _p, w in works]
-            _done, pending = await asyncio.wait(tasks, timeout=self._config.shutdown_grace)
-            for task in pending:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            late = [t for t in pending if t not in submitting]
+            for task in late:
                 task.cancel()
+            still_submitting = [t for t in pending if t in submitting]
+            if still_submitting:
+                _done, stuck = await asyncio.wait(still_submitting, timeout=grace)
+                for task in stuck:  # fal never answered: the one window left (README)
+                    task.cancel()
             if pending:
                 await asyncio.wait(pending)
-            self._log.info(
-                "work_handed_back", jobs_left_at_fal=let_go, unfinished_writes=len(pending)
-            )
+            self._log.info("work_handed_back", jobs_left_at_fal=let_go, unfinished_writes=len(late))
         finally:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.shutdown_grace):
+                    await self._outbox.flush()
             if parts is not None:
                 self._handing_back -= parts
+
+
+def _ms(at: datetime) -> datetime:
+    """Ledger times are kept to the millisecond, as they are written, so an entry compares
+    equal to itself read back (see ``_write``)."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def _error_info(err: RelayError) -> ErrorInfo:

@@ -114,11 +114,14 @@ class KafkaInbox:
             for r in records
         ]
 
-    def pause(self) -> None:
-        self._c.pause(*self._c.assignment())
-
-    def resume(self) -> None:
-        self._c.resume(*self._c.assignment())
+    def pause_only(self, parts: set[Partition] | None) -> None:
+        assigned = self._c.assignment()
+        if parts is None:
+            self._c.pause(*assigned)
+            return
+        paused = {tp for tp in assigned if Partition(tp.topic, tp.partition) in parts}
+        self._c.pause(*paused)
+        self._c.resume(*(assigned - paused))
 
     def rewind(self, record: InboundRecord) -> None:
         self._c.seek(TopicPartition(record.topic, record.partition), record.offset)
@@ -211,12 +214,9 @@ class KafkaOutbox:
     async def stop(self) -> None:
         """Write what is queued (a few seconds at most), then close."""
         if self._task is not None:
-            if self._queue:
-                self._idle.clear()
-                self._wake.set()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await self._idle.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.flush()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._producer is not None:
@@ -270,11 +270,20 @@ class KafkaOutbox:
     async def _write(self, records: list[_Out]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((records, done))
+        self._idle.clear()
         self._wake.set()
         await done
 
+    async def flush(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        await self._idle.wait()
+
     async def _run(self) -> None:
         while True:
+            # A caller that gave up (cancelled) before its batch was taken is not written:
+            # a write must not land after the relay handed its partition to someone else.
+            self._queue = [(records, done) for records, done in self._queue if not done.done()]
             if not self._queue:
                 self._idle.set()
                 self._wake.clear()

@@ -218,19 +218,31 @@ class KafkaLedger:
         return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
     async def _follow(self) -> None:
+        delay = 0.5
         while True:
-            batches = await self._c.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                for record in records:
-                    self._apply(record.key, record.value)
-                if records:
-                    self._positions[tp] = records[-1].offset + 1
-            for tp in self._parts:
-                # Past transaction markers and aborted records the position moves on too.
-                position = await self._c.position(tp)
-                self._positions[tp] = max(self._positions.get(tp, 0), position)
-            async with self._progress:
-                self._progress.notify_all()
+            try:
+                await self._follow_once()
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._log.warning("ledger_follow_failed", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+
+    async def _follow_once(self) -> None:
+        batches = await self._c.getmany(timeout_ms=200)
+        for tp, records in batches.items():
+            for record in records:
+                self._apply(record.key, record.value)
+            if records:
+                self._positions[tp] = records[-1].offset + 1
+        for tp in self._parts:
+            # Past transaction markers and aborted records the position moves on too.
+            position = await self._c.position(tp)
+            self._positions[tp] = max(self._positions.get(tp, 0), position)
+        async with self._progress:
+            self._progress.notify_all()
 
     def _apply(self, raw_key: bytes | None, value: bytes | None) -> None:
         if raw_key is None:

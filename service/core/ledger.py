@@ -61,11 +61,14 @@ class LedgerEntry:
     metadata: dict[str, Any] | None = None  # echoed into the result event of a resumed job
     status: str | None = None  # the result status, for finished entries
 
-    @property
-    def rank(self) -> tuple[datetime, int]:
-        """Order of two entries for one key: the later wins; at the same instant an end beats
-        a submit. Records may be applied twice or late (our own, read back), never backwards."""
-        return (self.at, 0 if self.state == "submitted" else 1)
+    def supersedes(self, held: LedgerEntry) -> bool:
+        """Whether this entry replaces ``held`` (same key). For one source record an end
+        always beats its submit, whatever the clocks of the replicas that wrote them say;
+        between different records (a request_id used again after the retention) the later
+        one wins. Entries may be applied twice or late (our own, read back), never backwards."""
+        if self.source == held.source:
+            return self.state != "submitted" or held.state == "submitted"
+        return self.at >= held.at
 
 
 class Intake(enum.Enum):
@@ -89,7 +92,7 @@ class LedgerView:
             self._entries.pop(key, None)
             return
         held = self._entries.get(key)
-        if held is None or entry.rank >= held.rank:
+        if held is None or entry.supersedes(held):
             self._entries[key] = entry
 
     def submitted(self) -> list[LedgerEntry]:

@@ -49,6 +49,7 @@ class FakeInbox:
         self.fetches = 0
         self.rewinds = 0
         self.rewound = asyncio.Event()
+        self.drained = asyncio.Event()  # every record was handed out (and not rewound)
         self.assign_on_next_fetch: int | None = None
 
     def append(self, partition: int, value: bytes | None, key: bytes | None = None) -> None:
@@ -71,18 +72,21 @@ class FakeInbox:
             while self.cursor[p] < len(log) and len(out) < max_records:
                 out.append(log[self.cursor[p]])
                 self.cursor[p] += 1
+        if all(self.cursor[p] == len(log) for p, log in self.logs.items()):
+            self.drained.set()
         await asyncio.sleep(0 if out else 0.001)  # pacing of an idle fake, not synchronisation
         return out
 
-    def pause(self) -> None:
-        self.paused = set(self.logs)
-
-    def resume(self) -> None:
-        self.paused = set()
+    def pause_only(self, parts: set[Partition] | None) -> None:
+        if parts is None:
+            self.paused = set(self.logs)
+        else:
+            self.paused = {p.partition for p in parts if p.topic == self.topic}
 
     def rewind(self, record: InboundRecord) -> None:
         self.rewinds += 1
         self.rewound.set()
+        self.drained.clear()
         self.cursor[record.partition] = record.offset
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
@@ -133,6 +137,9 @@ class FakeOutbox:
         self.ledger.append(entry)
         self.changed.set()
 
+    async def flush(self) -> None:
+        await asyncio.sleep(0)
+
     async def wait_for(self, results: int, dead_letters: int = 0) -> None:
         async with asyncio.timeout(10):
             while len(self.results) < results or len(self.dead_letters) < dead_letters:
@@ -141,15 +148,21 @@ class FakeOutbox:
 
 
 class FakeLedgerFeed:
-    """The ledger topic as a list: catching up applies what a previous process wrote."""
+    """The ledger topic as a list: catching up applies what a previous process wrote, and
+    takes a while (it yields ``slowness`` times first), as reading Kafka does."""
 
-    def __init__(self, view: LedgerView, written: list[LedgerEntry] | None = None) -> None:
+    def __init__(
+        self, view: LedgerView, written: list[LedgerEntry] | None = None, slowness: int = 20
+    ) -> None:
         self.view = view
         self.written = written if written is not None else []
+        self.slowness = slowness
         self.catch_ups = 0
 
     async def catch_up(self) -> None:
         self.catch_ups += 1
+        for _ in range(self.slowness):
+            await asyncio.sleep(0)
         for entry in self.written:
             self.view.apply(entry.key, entry)
 

@@ -108,6 +108,7 @@ async def test_a_dead_replicas_jobs_are_resumed_by_the_survivor(topics: Topics) 
             await b.close()
         per_request = submissions_by_request(fal)
     assert sorted(got) == sorted(f"two-{i}" for i in range(24))
+    assert len(await consume_all(topics.bootstrap, topics.results)) == 24
     assert sum(per_request.values()) == 24
     assert set(per_request.values()) == {1}
     assert survivor.count("job_resumed") >= 1
@@ -144,6 +145,7 @@ async def test_rolling_restart_hands_off_in_seconds_and_resumes(topics: Topics) 
     assert cancels == 0
     assert new.count("job_resumed") == 20
     assert sorted(got) == sorted(f"roll-{i}" for i in range(20))
+    assert len(await consume_all(topics.bootstrap, topics.results)) == 20
     assert set(per_request.values()) == {1}
     assert sum(per_request.values()) == 20
 
@@ -163,6 +165,7 @@ async def test_the_relay_rides_out_a_broker_restart(tmp_path: Path) -> None:
                 await broker.start()
                 got = events(await consume(topics.bootstrap, topics.results, 30, within=180))
                 assert await relay.terminate() == 0
+                assert len(await consume_all(topics.bootstrap, topics.results)) == 30
             finally:
                 await relay.close()
             per_request = submissions_by_request(fal)

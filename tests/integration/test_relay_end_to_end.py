@@ -226,5 +226,7 @@ async def test_health_endpoints_and_metrics(topics: Topics) -> None:
         "lynx_relay_job_run_seconds_count 1.0",
     ):
         assert line in metrics, line
-    lag = re.findall(r'lynx_relay_consumer_lag_records\{partition="(\d)",topic="([^"]+)"\}', metrics)
+    lag = re.findall(
+        r'lynx_relay_consumer_lag_records\{partition="(\d)",topic="([^"]+)"\}', metrics
+    )
     assert sorted(lag) == [(str(p), topics.requests) for p in range(3)]

@@ -81,3 +81,15 @@ def test_the_wire_format_round_trips() -> None:
     )
     decoded, writer = decode_entry("r1", encode_entry(original, "w-1"))
     assert (decoded, writer) == (original, "w-1")
+
+
+def test_an_end_beats_its_submit_whatever_the_writers_clocks_say() -> None:
+    """A replica whose clock runs behind finishes a job another replica submitted: the
+    finished entry still wins, so the job is never resumed (and published) again."""
+    submitted = entry("submitted", at=T0 + timedelta(seconds=30))
+    finished = entry("finished", at=T0)  # written later, by a clock 30 s behind
+    v = view(submitted)
+    v.apply("r1", finished)
+    assert v.decide("r1", HERE, T0 + timedelta(seconds=31)) is Intake.DONE
+    v.apply("r1", submitted)  # read back late: still done
+    assert v.decide("r1", HERE, T0 + timedelta(seconds=31)) is Intake.DONE

@@ -209,8 +209,10 @@ async def test_jobs_in_the_ledger_are_resumed_at_assignment_never_resubmitted() 
     inbox.append(0, request("again", metadata={"from": "record"}))
     ledger = [submitted("again", 0, "fal-earlier")]
     async with running(inbox, outbox, fal, ledger=ledger) as relay:
+        # The record is there before the ledger is read: it must wait for the catch-up.
         await relay.partitions_assigned({Partition(inbox.topic, 0)})
         await outbox.wait_for(results=1)
+        await inbox.drained.wait()
     assert fal.submitted == []
     (event,) = outbox.results
     assert (event.request_id, event.status, event.fal_request_id) == (
@@ -242,6 +244,7 @@ async def test_a_record_whose_job_is_finished_in_the_ledger_is_skipped() -> None
     async with running(inbox, outbox, fal, ledger=[finished, rejected]) as relay:
         await relay.partitions_assigned({Partition(inbox.topic, 0)})
         await outbox.wait_for(results=1)
+        await inbox.drained.wait()
     assert [e.request_id for e in outbox.results] == ["new"]
     assert outbox.dead_letters == []
     assert len(fal.submitted) == 1
