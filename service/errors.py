@@ -41,9 +41,11 @@ class FalError(RelayError):
         details: Any = None,
         retryable: bool | None = None,
         status_code: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, details=details, retryable=retryable)
         self.status_code = status_code
+        self.retry_after = retry_after  # seconds fal asked us to wait (Retry-After)
 
 
 class FalUnauthorized(FalError):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -100,6 +101,35 @@ class LynxInput(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+class RequestOptions(BaseModel):
+    """How fal should treat the job; every field optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    priority: Literal["normal", "low"] | None = Field(
+        default=None,
+        description="fal queue priority (X-Fal-Queue-Priority); it can only lower it.",
+    )
+    start_timeout_s: float | None = Field(
+        default=None,
+        gt=1,
+        le=86_400,
+        description="If fal has not started the job within this many seconds, it gives up "
+        "(X-Fal-Request-Timeout); the request fails with code timeout.",
+    )
+    deadline: Annotated[AwareDatetime, Field(strict=False)] | None = Field(
+        default=None,
+        description="RFC 3339 time with a zone. A request past its deadline is not submitted; "
+        "a job still running at its deadline is cancelled at fal. Either way: failed, timeout.",
+    )
+    runner_hint: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Routing hint for fal's runners (X-Fal-Runner-Hint).",
+    )
+
+
 class VideoRequest(BaseModel):
     """A video-generation request as published on the requests topic."""
 
@@ -114,6 +144,7 @@ class VideoRequest(BaseModel):
         default=None,
         description="Any JSON object of at most 16 KiB, echoed verbatim into the result event.",
     )
+    options: RequestOptions | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -123,6 +154,16 @@ class VideoRequest(BaseModel):
             if size > METADATA_MAX_BYTES:
                 raise ValueError(f"is {size} bytes of JSON; at most {METADATA_MAX_BYTES} allowed")
         return value
+
+
+class CancelRequest(BaseModel):
+    """Cancels a request: ``{"request_id": "...", "action": "cancel"}`` on the requests topic,
+    keyed by the request_id like the request itself (so it reaches the same replica)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN)
+    action: Literal["cancel"]
 
 
 class Video(BaseModel):
@@ -199,7 +240,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def decode_request(raw: bytes | None) -> VideoRequest | Rejection:
+def decode_request(raw: bytes | None) -> VideoRequest | CancelRequest | Rejection:
     """Turn a message value into a request, or a rejection that says precisely why not."""
     if raw is None:
         return Rejection("not_json", "message has no value")
@@ -222,6 +263,8 @@ def decode_request(raw: bytes | None) -> VideoRequest | Rejection:
             "request_id must be a string of 1-128 characters from [A-Za-z0-9._:@/-]",
         )
     try:
+        if "action" in obj:
+            return CancelRequest.model_validate(obj)
         return VideoRequest.model_validate(obj)
     except ValidationError as exc:
         details = field_errors(exc)

@@ -141,6 +141,11 @@ class RelayMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.fal_key_refused = Gauge(
+            p + "fal_key_refused",
+            "1 while fal refuses the key (401/403): intake is paused and /readyz is red.",
+            registry=r,
+        )
         self.rebalances = Counter(
             p + "rebalances", "Partition assignment changes seen by this replica.", registry=r
         )

@@ -114,10 +114,21 @@ class FalOutput:
     seed: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """How fal should treat a job (from the request's ``options``)."""
+
+    priority: str | None = None
+    start_timeout_s: float | None = None
+    runner_hint: str | None = None
+
+
 class VideoJobs(Protocol):
     """fal's queue, for one endpoint. Methods raise ``service.errors.FalError`` subclasses."""
 
-    async def submit(self, arguments: Mapping[str, Any]) -> FalJobHandle: ...
+    async def submit(
+        self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
+    ) -> FalJobHandle: ...
     async def status(self, job: FalJobHandle) -> FalStatus: ...
     async def result(self, job: FalJobHandle) -> FalOutput: ...
     async def cancel(self, job: FalJobHandle) -> None: ...

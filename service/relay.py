@@ -26,16 +26,17 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from service.core.intake import plan_intake
 from service.core.jobs import Job, JobBook, JobEvent, JobState
 from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 from service.core.offsets import OffsetBook, Partition, commit_due
 from service.core.polling import PollSchedule
-from service.errors import FalError, FalTimeout, FalUnavailable, RelayError
+from service.errors import FalError, FalTimeout, FalUnauthorized, FalUnavailable, RelayError
 from service.logs import get_logger
 from service.messages import (
+    CancelRequest,
     ErrorInfo,
     Rejection,
     ResultEvent,
@@ -55,8 +56,11 @@ from service.ports import (
     Inbox,
     LedgerFeed,
     Outbox,
+    SubmitOptions,
     VideoJobs,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,8 @@ class Relay:
         self._handing_back: set[Partition] = set()
         self._catching_up: set[Partition] = set()
         self._take_overs: set[asyncio.Task[None]] = set()
+        self._cancels: set[str] = set()  # request_ids whose job must be cancelled at fal
+        self.fal_key_refused = False
         self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
         self._wake = asyncio.Event()
         self._stopping = False
@@ -170,7 +176,7 @@ class Relay:
             self.last_loop_at = self._clock.monotonic()
             self._wake.clear()
             plan = plan_intake(self._book.free_slots, self._offsets.unfinished, cfg.max_unfinished)
-            if plan.pause:
+            if plan.pause or self.fal_key_refused:
                 # Re-applied every turn: partitions assigned since the last turn start unpaused.
                 self._inbox.pause_only(None)
                 self._set_paused(True)
@@ -205,71 +211,83 @@ class Relay:
             )
 
     def _take(self, records: list[InboundRecord]) -> None:
-        """Decide on each record; rewind a partition at the first one that has no slot."""
+        """Decide on each record; rewind a partition at the first one that cannot be taken."""
         blocked: set[Partition] = set()
         now = self._clock.now()
         for record in records:
             part = record.part
             if part in blocked or part in self._handing_back:
                 continue
-            if part in self._catching_up:
-                # Not before the ledger shows what the previous owner did with this partition.
+            # Not before the ledger shows what the previous owner did with this partition,
+            # and not past the limit (a partition assigned while paused): take it later.
+            if part in self._catching_up or not self._take_one(record, now):
                 self._inbox.rewind(record)
                 blocked.add(part)
                 continue
-            source = Source(record.topic, record.partition, record.offset)
-            decoded = decode_request(record.value)
-            if isinstance(decoded, Rejection):
-                if self._view.rejected_before(source):
-                    self._metrics.redeliveries_skipped.inc()
-                    self._skip(record, "redelivery_skipped", decoded.request_id)
-                else:
-                    self._offsets.track(part, record.offset)
-                    self._spawn(part, record.offset, None, self._reject(record, source, decoded))
-                self._metrics.requests_consumed.inc()
-                continue
-            rid = decoded.request_id
-            intake = self._view.decide(rid, source, now)
-            held = self._book.get(rid)
-            if held is not None and intake is Intake.RESUME and rid not in self._attached:
-                # The record of a job resumed at assignment: its offset now waits for the job.
-                self._offsets.track(part, record.offset)
-                self._attached[rid] = record
-            elif held is not None or intake is Intake.DUPLICATE:
-                self._metrics.duplicates.inc()
-                self._skip(record, "duplicate_request_skipped", rid)
-            elif intake is Intake.DONE:
-                self._metrics.redeliveries_skipped.inc()
-                self._skip(record, "redelivery_skipped", rid)
-            elif intake is Intake.RESUME:
-                # At fal, but not resumed at assignment (its entry arrived late): resume now.
-                entry = self._view.get(rid)
-                assert entry is not None
-                self._offsets.track(part, record.offset)
-                self._attached[rid] = record
-                self._resume(entry)
-            elif self._book.free_slots <= 0:
-                # Fetched past the limit (a partition assigned while paused): take it later.
-                self._inbox.rewind(record)
-                blocked.add(part)
-                continue
-            else:
-                self._book.admit(Job(rid, received_at=now))
-                self._offsets.track(part, record.offset)
-                self._attached[rid] = record
-                self._spawn(
-                    part,
-                    record.offset,
-                    rid,
-                    self._run_job(
-                        source=source,
-                        rid=rid,
-                        metadata=decoded.metadata,
-                        request=decoded,
-                        resume=None,
-                    ),
-                )
             self._metrics.requests_consumed.inc()
+
+    def _take_one(self, record: InboundRecord, now: datetime) -> bool:
+        """Start (or skip) the work of one record; False when it needs a slot there is not."""
+        part, offset = record.part, record.offset
+        source = Source(record.topic, record.partition, offset)
+        decoded = decode_request(record.value)
+        if isinstance(decoded, Rejection):
+            if self._view.rejected_before(source):
+                self._metrics.redeliveries_skipped.inc()
+                self._skip(record, "redelivery_skipped", decoded.request_id)
+            else:
+                self._offsets.track(part, offset)
+                self._spawn(part, offset, None, self._reject(record, source, decoded))
+            return True
+        if isinstance(decoded, CancelRequest):
+            # Noted at once: a request behind it in this very batch must not start.
+            self._cancels.add(decoded.request_id)
+            self._offsets.track(part, offset)
+            self._spawn(part, offset, None, self._cancel(record, source, decoded))
+            return True
+        rid = decoded.request_id
+        intake = self._view.decide(rid, source, now)
+        held = rid in self._book
+        if held and intake is Intake.RESUME and rid not in self._attached:
+            # The record of a job resumed at assignment: its offset now waits for the job.
+            self._offsets.track(part, offset)
+            self._attached[rid] = record
+        elif held or intake is Intake.DUPLICATE:
+            self._metrics.duplicates.inc()
+            self._skip(record, "duplicate_request_skipped", rid)
+        elif rid in self._cancels and intake is Intake.NEW:
+            self._skip(record, "cancelled_request_skipped", rid)
+        elif intake is Intake.DONE:
+            self._metrics.redeliveries_skipped.inc()
+            self._skip(record, "redelivery_skipped", rid)
+        elif intake is Intake.RESUME:
+            # At fal, but not resumed at assignment (its entry arrived late): resume now.
+            entry = self._view.get(rid)
+            assert entry is not None
+            self._offsets.track(part, offset)
+            self._attached[rid] = record
+            self._resume(entry)
+        elif self._book.free_slots <= 0:
+            return False
+        else:
+            self._book.admit(Job(rid, received_at=now))
+            self._offsets.track(part, offset)
+            self._attached[rid] = record
+            options = decoded.options
+            self._spawn(
+                part,
+                offset,
+                rid,
+                self._run_job(
+                    source=source,
+                    rid=rid,
+                    metadata=decoded.metadata,
+                    request=decoded,
+                    resume=None,
+                    deadline=options.deadline if options else None,
+                ),
+            )
+        return True
 
     def _resume(self, entry: LedgerEntry) -> None:
         """Watch a job that is at fal already (the ledger says so); never submit it again."""
@@ -294,6 +312,7 @@ class Relay:
                 metadata=entry.metadata,
                 request=None,
                 resume=entry.fal,
+                deadline=entry.deadline,
             ),
         )
 
@@ -331,6 +350,7 @@ class Relay:
         metadata: dict[str, Any] | None,
         request: VideoRequest | None,
         resume: FalRef | None,
+        deadline: datetime | None,
     ) -> None:
         """One job from submit (``request``) or resume (``resume``) to its published result."""
         log = self._log.bind(request_id=rid)
@@ -342,6 +362,7 @@ class Relay:
                     metadata=metadata,
                     request=request,
                     resume=resume,
+                    deadline=deadline,
                     log=log,
                 )
             except _HandedBack:
@@ -392,6 +413,7 @@ class Relay:
 
     def _release(self, rid: str) -> InboundRecord | None:
         """Let go of a job; its record, if it was fetched (its offset then waits on us)."""
+        self._cancels.discard(rid)
         if rid in self._book:
             self._book.release(rid)
         return self._attached.pop(rid, None)
@@ -404,39 +426,89 @@ class Relay:
         metadata: dict[str, Any] | None,
         request: VideoRequest | None,
         resume: FalRef | None,
+        deadline: datetime | None,
         log: Any,
     ) -> ResultEvent:
-        """Submit (or resume), watch and fetch; every failure becomes a failed event."""
+        """Submit (or resume), watch and fetch; every failure becomes a failed event.
+
+        The job timeout (and the request's deadline) bound the time at fal; the submit itself
+        is outside it, because a submit refused for the key waits for the key to work again
+        instead of failing the request.
+        """
         handle: FalJobHandle | None = None
         try:
-            async with asyncio.timeout(self._remaining(rid)):
-                if resume is None:
-                    assert request is not None
-                    handle, window = await self._submit(source, request, log)
-                    log = log.bind(fal_request_id=handle.request_id)
-                    log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
-                else:
-                    handle = FalJobHandle(
-                        resume.request_id, resume.status_url, resume.response_url, resume.cancel_url
-                    )
-                    log = log.bind(fal_request_id=handle.request_id)
-                    self._metrics.jobs_resumed.inc()
-                    log.info("job_resumed")
-                if Partition(source.topic, source.partition) in self._handing_back:
-                    raise _HandedBack
+            if deadline is not None and self._clock.now() >= deadline:
+                raise FalTimeout(
+                    "the request's deadline passed before it was submitted",
+                    retryable=False,
+                    details={"deadline": deadline.isoformat()},
+                )
+            if resume is None:
+                assert request is not None
+                handle, window = await self._submit(source, request, log)
+                log = log.bind(fal_request_id=handle.request_id)
+                log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
+            else:
+                handle = FalJobHandle(
+                    resume.request_id, resume.status_url, resume.response_url, resume.cancel_url
+                )
+                log = log.bind(fal_request_id=handle.request_id)
+                self._metrics.jobs_resumed.inc()
+                log.info("job_resumed")
+            if Partition(source.topic, source.partition) in self._handing_back:
+                raise _HandedBack
+            limit = self._remaining(rid)
+            if deadline is not None:
+                limit = min(limit, (deadline - self._clock.now()).total_seconds())
+            async with asyncio.timeout(max(0.0, limit)):
                 status = await self._watch(rid, handle, log)
                 return await self._collect(rid, metadata, handle, status, log)
         except TimeoutError:
             if handle is not None:
                 await self._cancel_quietly(handle, log)
+            past_deadline = deadline is not None and self._clock.now() >= deadline
             err: FalError = FalTimeout(
-                f"no result within RELAY_JOB_TIMEOUT_S={self._config.job_timeout:g}s"
+                "the request's deadline passed; the job was cancelled at fal"
+                if past_deadline
+                else f"no result within RELAY_JOB_TIMEOUT_S={self._config.job_timeout:g}s",
+                retryable=not past_deadline,
             )
         except FalError as exc:
             err = exc
         log.warning("job_failed", error_code=err.code, error=err.message)
         job = self._terminal(rid, JobEvent.FAILED)
         return _event(job, metadata, error=_error_info(err))
+
+    async def _with_key(self, call: Callable[[], Awaitable[T]], log: Any) -> T:
+        """A fal call that waits out a refused key (401/403) instead of failing the request.
+
+        The first refusal pauses intake, turns /readyz red and logs one error line; the call is
+        tried again with capped backoff; the first call that is accepted again clears it all.
+        """
+        delay = 2.0
+        while True:
+            try:
+                result = await call()
+            except FalUnauthorized as exc:
+                if not self.fal_key_refused:
+                    self.fal_key_refused = True
+                    self._metrics.fal_key_refused.set(1)
+                    self._log.error(
+                        "fal_key_refused",
+                        error=exc.message,
+                        hint="check FAL_KEY; intake is paused until fal accepts it again",
+                    )
+                    self._wake.set()
+                await self._clock.sleep(delay)
+                delay = min(30.0, delay * 2)
+                continue
+            if self.fal_key_refused:
+                self.fal_key_refused = False
+                self._metrics.fal_key_refused.set(0)
+                self._log.info("fal_key_accepted")
+                self._wake.set()
+            log.debug("fal_call_ok")
+            return result
 
     def _remaining(self, rid: str) -> float:
         """The job timeout counts from the submit, also for a resumed job."""
@@ -457,7 +529,12 @@ class Relay:
         it. A hand-back lets this step finish (within the grace) instead of cancelling it.
         """
         rid = request.request_id
-        handle = await self._fal.submit(request.input.to_fal_arguments())
+        opts = request.options
+        submit_options = (
+            SubmitOptions(opts.priority, opts.start_timeout_s, opts.runner_hint) if opts else None
+        )
+        arguments = request.input.to_fal_arguments()
+        handle = await self._with_key(lambda: self._fal.submit(arguments, submit_options), log)
         accepted = self._clock.monotonic()
         self._metrics.fal_submissions.inc()
         job = self._book.get(rid)
@@ -472,6 +549,7 @@ class Relay:
             ),
             received_at=_ms(job.received_at),
             metadata=request.metadata,
+            deadline=opts.deadline if opts else None,
         )
         await self._write(lambda: self._outbox.record_submitted(entry), "ledger", log, entry)
         window = self._clock.monotonic() - accepted
@@ -482,9 +560,14 @@ class Relay:
 
     async def _watch(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus:
         started = self._clock.monotonic()
+        cancel_sent = False
         while True:
+            if rid in self._cancels and not cancel_sent:
+                cancel_sent = True
+                log.info("job_cancel_sent")
+                await self._cancel_quietly(handle, log)
             try:
-                status = await self._fal.status(handle)
+                status = await self._with_key(lambda: self._fal.status(handle), log)
             except FalUnavailable as exc:
                 # The job is at fal and paid for: a fal outage is waited out (until the job
                 # timeout), not turned into a failure that abandons a running job.
@@ -535,7 +618,8 @@ class Relay:
         started = self._clock.monotonic()
         while True:
             try:
-                output = await self._fal.result(handle)  # raises FalError if the job failed
+                # Raises FalError when the job failed.
+                output = await self._with_key(lambda: self._fal.result(handle), log)
                 break
             except FalUnavailable as exc:
                 log.warning("fal_result_unavailable", error=exc.message)
@@ -557,6 +641,49 @@ class Relay:
                 await self._fal.cancel(handle)
         except (FalError, TimeoutError) as exc:
             log.warning("fal_cancel_failed", error=str(exc))
+
+    # --- one cancel message ---------------------------------------------------------------
+
+    async def _cancel(self, record: InboundRecord, source: Source, cancel: CancelRequest) -> None:
+        """Cancel a request wherever it is: in flight here (the job's own task cancels it at
+        fal and publishes the one `cancelled` event), at fal under another replica (cancelled
+        at fal; its owner publishes the event), not seen yet (a `cancelled` event now, and its
+        ledger entry makes the request a duplicate if it comes later: never submitted), or
+        finished already (nothing: it has its one event)."""
+        rid = cancel.request_id
+        log = self._log.bind(request_id=rid, partition=record.partition, offset=record.offset)
+        entry = self._view.get(rid)
+        if rid in self._book:
+            log.info("cancel_requested", where="in_flight")  # its task cancels it at fal
+        elif entry is not None and entry.state == "submitted" and entry.fal is not None:
+            log.info("cancel_requested", where="other_replica")
+            ref = entry.fal
+            await self._cancel_quietly(
+                FalJobHandle(ref.request_id, ref.status_url, ref.response_url, ref.cancel_url),
+                log,
+            )
+        elif entry is None:
+            now = self._clock.now()
+            event = ResultEvent(
+                request_id=rid,
+                status="cancelled",
+                error=ErrorInfo(
+                    code="cancelled", message="cancelled before it was submitted", retryable=False
+                ),
+                timings=Timings(received_at=now, completed_at=now),
+            )
+            done = LedgerEntry(
+                key=rid, state="finished", source=source, at=_ms(now), status="cancelled"
+            )
+            await self._write(lambda: self._outbox.finish(event, done), "results", log, done)
+            self._view.apply(rid, done)
+            self._metrics.results.labels("cancelled", "cancelled").inc()
+            log.info("result_published", status="cancelled", error_code="cancelled")
+        else:
+            log.info("cancel_too_late", state=entry.state, status=entry.status)
+        if rid not in self._book:
+            self._cancels.discard(rid)  # from now on the ledger speaks for it
+        self._finish(record)
 
     # --- one invalid message --------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -31,7 +33,7 @@ from service.errors import (
     FalUnavailable,
 )
 from service.metrics import RelayMetrics, status_class
-from service.ports import FalJobHandle, FalOutput, FalPhase, FalStatus
+from service.ports import FalJobHandle, FalOutput, FalPhase, FalStatus, SubmitOptions
 
 _PHASES = {phase.value: phase for phase in FalPhase}
 
@@ -59,12 +61,17 @@ class FalQueue:
         self._attempts = attempts
         self._retry_timeout = retry_timeout
 
-    async def submit(self, arguments: Mapping[str, Any]) -> FalJobHandle:
+    async def submit(
+        self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
+    ) -> FalJobHandle:
+        headers = submit_headers(options)
         async for attempt in stamina.retry_context(
-            on=_NotSent, attempts=self._attempts, timeout=self._retry_timeout
+            on=_not_sent, attempts=self._attempts, timeout=self._retry_timeout
         ):
             with attempt:
-                body = await self._call("submit", "POST", self._submit_url, json=dict(arguments))
+                body = await self._call(
+                    "submit", "POST", self._submit_url, json=dict(arguments), headers=headers
+                )
         try:
             return FalJobHandle(
                 request_id=str(body["request_id"]),
@@ -131,6 +138,24 @@ class FalQueue:
         raise error_for(kind, response.status_code, response.headers, body)
 
 
+def submit_headers(options: SubmitOptions | None) -> dict[str, str]:
+    """fal's queue headers for a request's options (the names fal's own clients send)."""
+    if options is None:
+        return {}
+    headers = {}
+    if options.priority:
+        headers["X-Fal-Queue-Priority"] = options.priority
+    if options.start_timeout_s is not None:
+        headers["X-Fal-Request-Timeout"] = f"{options.start_timeout_s:g}"
+    if options.runner_hint:
+        headers["X-Fal-Runner-Hint"] = options.runner_hint
+    return headers
+
+
+def _not_sent(exc: Exception) -> bool | float:
+    return _retryable(exc) if isinstance(exc, _NotSent) else False
+
+
 def _transport_error(exc: httpx.HTTPError) -> FalError:
     """No answer from fal. Only a connection that was never made proves no job was created:
     httpx says ConnectError; under the aiohttp transport that arrives as a ConnectTimeout
@@ -145,8 +170,34 @@ def _transport_error(exc: httpx.HTTPError) -> FalError:
     return FalUnavailable(f"HTTP error talking to fal: {type(exc).__name__}")
 
 
-def _retryable(exc: Exception) -> bool:
-    return isinstance(exc, FalUnavailable)
+# The most we wait on fal's word (Retry-After) before the next attempt of one call.
+_MAX_RETRY_AFTER_S = 60.0
+
+
+def _retryable(exc: Exception) -> bool | float:
+    """stamina's hook: whether to retry, or how long to wait when fal said (Retry-After)."""
+    if not isinstance(exc, FalUnavailable):
+        return False
+    if exc.retry_after is not None:
+        return min(_MAX_RETRY_AFTER_S, max(0.0, exc.retry_after))
+    return True
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """A Retry-After header as seconds: either delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def _opt_str(value: Any) -> str | None:
@@ -174,12 +225,18 @@ def error_for(kind: str, status: int, headers: Mapping[str, str], body: Any) -> 
     from_model = "x-fal-request-id" in headers
     details = {"status_code": status, "detail": detail, "error_type": error_type}
     message = _summary(detail) or f"fal answered {status} to {kind}"
+    wait = retry_after_seconds(headers.get("retry-after"), datetime.now(UTC))
     if status in (401, 403):
         return FalUnauthorized(
             f"fal refused the key: {message}", details=details, status_code=status
         )
     if status == 429 and kind == "submit":
-        return _NotSent(f"fal is rate limiting: {message}", details=details, status_code=status)
+        return _NotSent(
+            f"fal is rate limiting: {message}",
+            details=details,
+            status_code=status,
+            retry_after=wait,
+        )
     timeout_type = headers.get("x-fal-request-timeout-type")
     if timeout_type or error_type in ("request_timeout", "startup_timeout"):
         # The job itself ran out of time at fal; a user-set start deadline is not worth a retry.
@@ -187,7 +244,7 @@ def error_for(kind: str, status: int, headers: Mapping[str, str], body: Any) -> 
             message, details=details, status_code=status, retryable=timeout_type != "user"
         )
     if status in (408, 409, 429) or (status >= 500 and not from_model):
-        return FalUnavailable(message, details=details, status_code=status)
+        return FalUnavailable(message, details=details, status_code=status, retry_after=wait)
     if status == 404 and kind != "submit":
         return FalResultExpired(
             f"fal no longer knows the job: {message}", details=details, status_code=status

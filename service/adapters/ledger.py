@@ -9,7 +9,7 @@ the feed reads them back; the view keeps the newer of two entries, so that is ha
     {"v": 1, "state": "submitted" | "finished" | "rejected", "writer": "...",
      "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
      "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
-     "received_at": "<RFC 3339>" | null, "metadata": {...} | null,
+     "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
      "status": "succeeded" | ... | null}
 
 The topic is compacted (the latest entry per key is kept) and also deleted by age
@@ -58,6 +58,7 @@ def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
         },
         "received_at": format_timestamp(entry.received_at) if entry.received_at else None,
         "metadata": entry.metadata,
+        "deadline": format_timestamp(entry.deadline) if entry.deadline else None,
         "status": entry.status,
     }
     return json.dumps(body, separators=(",", ":")).encode()
@@ -81,6 +82,7 @@ def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
         ),
         received_at=datetime.fromisoformat(received) if received else None,
         metadata=body.get("metadata"),
+        deadline=datetime.fromisoformat(body["deadline"]) if body.get("deadline") else None,
         status=body.get("status"),
     )
     if entry.state not in ("submitted", "finished", "rejected"):

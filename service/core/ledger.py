@@ -59,6 +59,7 @@ class LedgerEntry:
     fal: FalRef | None = None
     received_at: datetime | None = None
     metadata: dict[str, Any] | None = None  # echoed into the result event of a resumed job
+    deadline: datetime | None = None  # the request's deadline, kept for a resumed job
     status: str | None = None  # the result status, for finished entries
 
     def supersedes(self, held: LedgerEntry) -> bool:

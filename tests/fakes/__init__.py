@@ -14,9 +14,16 @@ from typing import Any
 
 from service.core.ledger import LedgerEntry, LedgerView
 from service.core.offsets import Partition
-from service.errors import FalJobFailed, FalUnavailable
+from service.errors import FalJobFailed, FalUnauthorized, FalUnavailable
 from service.messages import ResultEvent
-from service.ports import FalJobHandle, FalOutput, FalPhase, FalStatus, InboundRecord
+from service.ports import (
+    FalJobHandle,
+    FalOutput,
+    FalPhase,
+    FalStatus,
+    InboundRecord,
+    SubmitOptions,
+)
 
 
 class FakeClock:
@@ -179,6 +186,9 @@ class FakeFal:
         self.peak_in_flight = 0
         self.cancelled: list[str] = []
         self.status_outages = 0
+        self.refuse_key = False
+        self.key_refused = asyncio.Event()
+        self.options: list[SubmitOptions | None] = []
         self._changed = asyncio.Event()
 
     def already_running(self, fal_id: str, prompt: str = "") -> None:
@@ -193,10 +203,14 @@ class FakeFal:
                 self._changed.clear()
                 await self._changed.wait()
 
-    async def submit(self, arguments: Mapping[str, Any]) -> FalJobHandle:
+    async def submit(
+        self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
+    ) -> FalJobHandle:
         await asyncio.sleep(0)
+        self._check_key()
         fid = f"fal-{len(self.submitted)}"
         self.submitted.append(arguments)
+        self.options.append(options)
         self._changed.set()
         self.polls[fid] = 0
         self.plan[fid] = str(arguments.get("prompt", ""))
@@ -204,8 +218,16 @@ class FakeFal:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         return FalJobHandle(fid, f"s/{fid}", f"r/{fid}", f"c/{fid}")
 
+    def _check_key(self) -> None:
+        if self.refuse_key:
+            self.key_refused.set()
+            raise FalUnauthorized("Invalid key", status_code=401)
+
     async def status(self, job: FalJobHandle) -> FalStatus:
         await asyncio.sleep(0)
+        self._check_key()
+        if job.request_id in self.cancelled:
+            return FalStatus(FalPhase.COMPLETED, error="cancelled", error_type="client_cancelled")
         if self.status_outages > 0:
             self.status_outages -= 1
             raise FalUnavailable("fal answered 503 five times")
@@ -226,3 +248,10 @@ class FakeFal:
     async def cancel(self, job: FalJobHandle) -> None:
         self.in_flight -= 1
         self.cancelled.append(job.request_id)
+        self._changed.set()
+
+    async def wait_cancelled(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.cancelled) < count:
+                self._changed.clear()
+                await self._changed.wait()

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from service.adapters.fal import FalQueue, error_for
+from service.adapters.fal import (
+    FalQueue,
+    _retryable,
+    error_for,
+    retry_after_seconds,
+    submit_headers,
+)
 from service.errors import (
     FalJobFailed,
     FalRejected,
@@ -22,7 +29,7 @@ from service.errors import (
     FalUnavailable,
 )
 from service.metrics import RelayMetrics
-from service.ports import FalJobHandle, FalPhase
+from service.ports import FalJobHandle, FalPhase, SubmitOptions
 
 BASE = "https://queue.fal.test"
 HANDLE = FalJobHandle(
@@ -207,3 +214,26 @@ def test_field_errors_are_summarised_without_the_body_prefix() -> None:
     err = error_for("result", 422, httpx.Headers(MODEL), {"detail": detail})
     assert err.message == "image_url: Failed to download image"
     assert err.details["detail"] == detail
+
+
+def test_request_options_become_fals_queue_headers() -> None:
+    assert submit_headers(None) == {}
+    assert submit_headers(
+        SubmitOptions(priority="low", start_timeout_s=30.0, runner_hint="eu")
+    ) == {
+        "X-Fal-Queue-Priority": "low",
+        "X-Fal-Request-Timeout": "30",
+        "X-Fal-Runner-Hint": "eu",
+    }
+
+
+def test_retry_after_is_honoured_in_seconds_or_as_a_date() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert retry_after_seconds("2.5", now) == 2.5
+    assert retry_after_seconds("Wed, 25 Nov 2026 12:00:07 GMT", now) == 7.0
+    assert retry_after_seconds("soon", now) is None
+    err = error_for("status", 429, httpx.Headers({"retry-after": "3"}), {"detail": "slow"})
+    assert isinstance(err, FalUnavailable)
+    assert _retryable(err) == 3.0
+    assert _retryable(FalUnavailable("x")) is True
+    assert _retryable(FalJobFailed("x")) is False

@@ -17,6 +17,7 @@ from service.core.ledger import FalRef, LedgerEntry, LedgerView, Source
 from service.core.offsets import Partition
 from service.core.polling import PollSchedule
 from service.metrics import RelayMetrics
+from service.ports import SubmitOptions
 from service.relay import Relay, RelayConfig
 from tests.fakes import FakeClock, FakeFal, FakeInbox, FakeLedgerFeed, FakeOutbox
 
@@ -271,3 +272,67 @@ async def test_a_fal_outage_while_watching_does_not_abandon_the_paid_job() -> No
     assert outbox.results[0].status == "succeeded"
     assert fal.status_outages == 0
     assert len(fal.submitted) == 1
+
+
+def cancel(rid: str) -> bytes:
+    return json.dumps({"request_id": rid, "action": "cancel"}).encode()
+
+
+async def test_cancel_before_submit_means_never_submitted_and_one_cancelled_event() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, cancel("early"))
+    inbox.append(0, request("early"))  # arrives after its cancel
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+        await inbox.drained.wait()
+    assert [(e.request_id, e.status) for e in outbox.results] == [("early", "cancelled")]
+    assert fal.submitted == []
+    assert inbox.committed == {0: 2}
+
+
+async def test_cancel_while_running_cancels_at_fal_and_gives_one_cancelled_event() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("busy", "hold"))
+    async with running(inbox, outbox, fal):
+        await fal.wait_submitted(1)
+        inbox.append(0, cancel("busy"))
+        await outbox.wait_for(results=1)
+    (event,) = outbox.results
+    assert (event.request_id, event.status, event.fal_request_id) == ("busy", "cancelled", "fal-0")
+    assert event.error is not None
+    assert event.error.code == "cancelled"
+    assert fal.cancelled == ["fal-0"]
+    assert inbox.committed == {0: 2}
+
+
+async def test_a_refused_key_pauses_intake_and_loses_nothing_when_it_works_again() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    fal.refuse_key = True
+    inbox.append(0, request("a"))
+    inbox.append(0, request("b"))
+    async with running(inbox, outbox, fal, limit=4) as relay:
+        await fal.key_refused.wait()
+        assert relay.fal_key_refused
+        fal.refuse_key = False  # the key is fixed
+        await outbox.wait_for(results=2)
+        assert not relay.fal_key_refused
+    assert sorted((e.request_id, e.status) for e in outbox.results) == [
+        ("a", "succeeded"),
+        ("b", "succeeded"),
+    ]
+
+
+async def test_a_request_past_its_deadline_is_not_submitted() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("late", options={"deadline": "2020-01-01T00:00:00Z"}))
+    inbox.append(
+        0, request("soon", options={"priority": "low", "runner_hint": "eu", "start_timeout_s": 30})
+    )
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=2)
+    events = {e.request_id: e for e in outbox.results}
+    assert events["late"].error is not None
+    assert (events["late"].status, events["late"].error.code) == ("failed", "timeout")
+    assert events["soon"].status == "succeeded"
+    assert len(fal.submitted) == 1
+    assert fal.options == [SubmitOptions(priority="low", start_timeout_s=30, runner_hint="eu")]
