@@ -87,7 +87,13 @@ class RelayService:
         return self._clock.monotonic() - relay.last_loop_at < _LIVENESS_STALE_S
 
     def _is_ready(self) -> bool:
-        return self._relay is not None and self._relay.running and not self._stop.is_set()
+        relay = self._relay
+        return (
+            relay is not None
+            and relay.running
+            and not relay.fal_key_refused
+            and not self._stop.is_set()
+        )
 
     async def run(self) -> None:
         s = self.settings

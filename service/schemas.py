@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.messages import ResultEvent, VideoRequest
+from service.messages import CancelRequest, ResultEvent, VideoRequest
 
 _SCHEMA_BASE = "urn:lynx-relay:schemas:v1:"
 
@@ -19,6 +19,7 @@ def schemas() -> dict[str, dict[str, Any]]:
     out = {}
     for name, schema in (
         ("request.schema.json", VideoRequest.model_json_schema(mode="validation")),
+        ("cancel.schema.json", CancelRequest.model_json_schema(mode="validation")),
         ("result-event.schema.json", ResultEvent.model_json_schema(mode="serialization")),
     ):
         out[name] = {

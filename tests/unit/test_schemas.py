@@ -53,4 +53,8 @@ def test_the_request_schema_refuses_what_the_relay_refuses(bad: dict[str, Any]) 
 
 
 def test_both_schemas_are_generated() -> None:
-    assert set(schemas()) == {"request.schema.json", "result-event.schema.json"}
+    assert set(schemas()) == {
+        "request.schema.json",
+        "cancel.schema.json",
+        "result-event.schema.json",
+    }
