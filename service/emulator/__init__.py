@@ -5,12 +5,24 @@ fal cannot be reached from tests or local runs, so this package stands in for
 queueing, run times, failures, input validation and result retention.
 
 - ``config``: ``EmulatorConfig`` and its command-line options.
+- ``faults``: injected faults (``Faults``, ``FaultKind``) and their seeded draw.
 - ``jobs``: the pure simulation (plans, lifecycle table, scheduler); takes ``now``, owns no clock.
 - ``wire``: paths, auth and every response body, as pure functions of a job at a time.
-- ``server``: ``FalEmulator`` (aiohttp) and ``serve`` for ``lynx-relay emulator``.
+- ``server``: ``FalEmulator`` (aiohttp; ``reconfigure`` and ``POST /_emulator/config`` change the
+  key and the faults while it runs) and ``serve`` for ``lynx-relay emulator``.
 """
 
 from service.emulator.config import EmulatorConfig, add_arguments, config_from_arguments
+from service.emulator.faults import EndpointFaults, FaultKind, Faults
 from service.emulator.server import FalEmulator, serve
 
-__all__ = ["EmulatorConfig", "FalEmulator", "add_arguments", "config_from_arguments", "serve"]
+__all__ = [
+    "EmulatorConfig",
+    "EndpointFaults",
+    "FalEmulator",
+    "FaultKind",
+    "Faults",
+    "add_arguments",
+    "config_from_arguments",
+    "serve",
+]

@@ -1,9 +1,10 @@
 """The emulator's settings: one frozen dataclass and its command-line form.
 
 This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
-failure share, auth key, result retention, seed, served endpoints) and how those knobs are spelled
-on the command line. ``service.cli`` adds the arguments and calls ``config_from_arguments``; nothing
-here reads argv or the environment by itself.
+failure share, auth key, result retention, seed, served endpoints, injected faults) and how those
+knobs are spelled on the command line (the fault vocabulary itself lives in ``faults``).
+``service.cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
+or the environment by itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,19 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+from service.emulator.faults import (
+    DEFAULT_FAULT_KINDS,
+    DEFAULT_RETRY_AFTER,
+    DEFAULT_SLOW,
+    NO_FAULTS,
+    FaultKind,
+    Faults,
+    FaultSpec,
+    parse_fault_spec,
+    parse_kinds,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -29,6 +43,8 @@ class EmulatorConfig:
     result_ttl: float = 3600.0
     seed: int | None = None
     endpoints: tuple[str, ...] = ("fal-ai/lynx", "bytedance/lynx")
+    # Injected faults at start; ``FalEmulator.reconfigure`` can change them while it runs.
+    faults: Faults = NO_FAULTS
 
     def __post_init__(self) -> None:
         for name in ("run_time", "queue_wait"):
@@ -109,6 +125,74 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_FAULTS_HELP = (
+    "Each queue call (submit, status, result, cancel) can get a fault instead of its answer, "
+    "drawn from a seeded RNG of its own. SPEC is comma-separated ENDPOINT=RATE[:KIND+KIND...], "
+    "e.g. 'status=0.2,result=0.1:503-model+429,submit=0.05:lost-answer'; an endpoint that names "
+    "no kinds picks uniformly from --fault-kinds (those that apply to it). Kinds: 429 (with "
+    "Retry-After), 502/503/504 (the gateway's HTML page, no x-fal-request-id), reset (the "
+    "connection is dropped without an answer), slow (a normal answer after --fault-slow); "
+    "submit only: lost-answer (the job is created, then the connection dropped); result only: "
+    "500-model/503-model (with x-fal-request-id: the model failed; decided once per job at "
+    "submit, every result GET of that job then answers it, and the job's outcome is "
+    "model_error; the result RATE is shared equally among the listed kinds). A faulted submit "
+    "creates no job (except lost-answer and slow); a faulted status, result or cancel never "
+    "changes the job. Counts are in GET /_emulator/stats under 'faults' (per job with ?jobs=1); "
+    "POST /_emulator/config changes the faults and the key at runtime."
+)
+
+
+def _fault_spec(text: str) -> FaultSpec:
+    try:
+        return parse_fault_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fault_kinds(text: str) -> tuple[FaultKind, ...]:
+    try:
+        return parse_kinds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def faults_from_arguments(args: argparse.Namespace) -> Faults:
+    """The ``Faults`` that ``--faults``, ``--fault-kinds``, ``--fault-retry-after`` and
+    ``--fault-slow`` describe. Raises ``ValueError`` when named kinds apply to no endpoint."""
+    spec: FaultSpec = args.faults or {}
+    return Faults.build(
+        spec, kinds=args.fault_kinds, retry_after=args.fault_retry_after, slow=args.fault_slow
+    )
+
+
+class _CheckedFaults(argparse.Action):
+    """Stores the value, then checks the fault options together so that a spec and a kinds
+    list that do not fit are a usage error, not a traceback later."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        try:
+            faults_from_arguments(namespace)
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``lynx-relay emulator`` options; defaults mirror ``EmulatorConfig``."""
     defaults = EmulatorConfig()
@@ -156,7 +240,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a result is kept after completion (default: %(default)s)",
     )
     parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed for run times, failures and seeds"
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed for run times, failures, seeds and fault draws",
+    )
+    faults = parser.add_argument_group("fault injection", description=_FAULTS_HELP)
+    faults.add_argument(
+        "--faults",
+        type=_fault_spec,
+        action=_CheckedFaults,
+        default=None,
+        metavar="SPEC",
+        help="per-endpoint fault rates and kinds (default: none)",
+    )
+    faults.add_argument(
+        "--fault-kinds",
+        type=_fault_kinds,
+        action=_CheckedFaults,
+        default=DEFAULT_FAULT_KINDS,
+        metavar="KIND,...",
+        help="kinds for endpoints whose SPEC names none (default: "
+        + ",".join(kind.value for kind in DEFAULT_FAULT_KINDS)
+        + ")",
+    )
+    faults.add_argument(
+        "--fault-retry-after",
+        type=_non_negative_float,
+        default=DEFAULT_RETRY_AFTER,
+        metavar="SECONDS",
+        help="Retry-After of an injected 429, fractions allowed (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--fault-slow",
+        type=_range_argument,
+        default=DEFAULT_SLOW,
+        metavar="SECONDS|LO-HI",
+        help="delay of a slow answer (default: %(default)s)",
     )
 
 
@@ -170,4 +290,5 @@ def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
         fal_key=args.fal_key,
         result_ttl=args.result_ttl,
         seed=args.seed,
+        faults=faults_from_arguments(args),
     )

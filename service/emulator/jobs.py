@@ -31,7 +31,7 @@ import random
 import re
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -126,23 +126,27 @@ class Directives:
 
     job_error: bool = False
     result_500: bool = False
+    result_503: bool = False
     run_time: float | None = None
 
 
 def parse_directives(prompt: object) -> Directives:
-    """``[emulator:job-error]``, ``[emulator:result-500]``, ``[emulator:run=SECONDS]``.
+    """``[emulator:job-error]``, ``[emulator:result-500]``, ``[emulator:result-503]``,
+    ``[emulator:run=SECONDS]``.
 
     Unknown directives and unreadable run times are ignored: a prompt is free text.
     """
     if not isinstance(prompt, str):
         return Directives()
-    job_error = result_500 = False
+    job_error = result_500 = result_503 = False
     run_time: float | None = None
     for name, value in _DIRECTIVE_RE.findall(prompt):
         if name == "job-error":
             job_error = True
         elif name == "result-500":
             result_500 = True
+        elif name == "result-503":
+            result_503 = True
         elif name == "run":
             try:
                 seconds = float(value)
@@ -150,7 +154,9 @@ def parse_directives(prompt: object) -> Directives:
                 continue
             if 0 <= seconds < float("inf"):
                 run_time = seconds
-    return Directives(job_error=job_error, result_500=result_500, run_time=run_time)
+    return Directives(
+        job_error=job_error, result_500=result_500, result_503=result_503, run_time=run_time
+    )
 
 
 def video_dimensions(resolution: str, aspect_ratio: str) -> tuple[int, int]:
@@ -230,6 +236,10 @@ class Plan:
     num_frames: int = DEFAULT_NUM_FRAMES
     steps: int = DEFAULT_STEPS
     frame_size: tuple[int, int] = (1280, 720)
+    # MODEL_ERROR only: the status the app's result answers with (500 or 503), and whether that
+    # fate was injected (a ``500-model``/``503-model`` fault) rather than asked for by directive.
+    model_status: int = 500
+    model_fault: bool = False
 
 
 def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random) -> Plan:
@@ -248,7 +258,7 @@ def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random
     run_time = directives.run_time if directives.run_time is not None else run_draw
     if directives.job_error or fail_draw < config.failure_rate:
         outcome = Outcome.JOB_ERROR
-    elif directives.result_500:
+    elif directives.result_500 or directives.result_503:
         outcome = Outcome.MODEL_ERROR
     else:
         outcome = Outcome.SUCCEEDED
@@ -262,6 +272,16 @@ def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random
         num_frames=video["num_frames"],
         steps=model.num_inference_steps or DEFAULT_STEPS,
         frame_size=(video["width"], video["height"]),
+        model_status=503 if directives.result_503 and not directives.result_500 else 500,
+    )
+
+
+def with_model_fault(plan: Plan, status: int) -> Plan:
+    """``plan`` turned into an injected model error answering ``status``, if it would succeed."""
+    if plan.outcome is not Outcome.SUCCEEDED:
+        return plan
+    return replace(
+        plan, outcome=Outcome.MODEL_ERROR, output=None, model_status=status, model_fault=True
     )
 
 
@@ -290,6 +310,8 @@ class Job:
     started_at: float | None = None
     completed_at: float | None = None
     in_flight: bool = True  # from submit until the result is fetched after completion, or cancel
+    # Faults injected into calls about this job: {endpoint: {kind: count}} (filled by the server).
+    faults: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def wall(self, t: float) -> float:
         """Epoch seconds of monotonic time ``t``."""
@@ -352,9 +374,16 @@ class Simulation:
         headers_recorded: dict[str, str],
         webhook: str | None,
         low_priority: bool,
+        model_error_status: int | None = None,
     ) -> tuple[Job, int]:
-        """Enqueue a job; returns it and its queue position at submission."""
+        """Enqueue a job; returns it and its queue position at submission.
+
+        ``model_error_status`` (500 or 503) injects a model error into a job that would
+        otherwise succeed; the plan's draws are the same either way.
+        """
         plan = plan_job(body, self._config, self._rng)
+        if model_error_status is not None:
+            plan = with_model_fault(plan, model_error_status)
         self._seq += 1
         job = Job(
             request_id=request_id,

@@ -1,18 +1,25 @@
 """The fal queue emulator as a real HTTP server: a thin aiohttp layer over the pure simulation.
 
 This module owns the process-facing side: binding a socket (plain or TLS), turning requests into
-calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, counting calls for
-``/_emulator/stats``, serving the placeholder output files, and the one driver task that advances
-the simulation when its next event is due. Every handler first advances the simulation to the
-current time, so answers are exact even when the driver is late.
+calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, injecting the faults
+``FaultInjector`` draws (answering them, delaying, or dropping the connection), counting calls and
+faults for ``/_emulator/stats``, the runtime settings (key and faults) that
+``/_emulator/config`` and ``reconfigure`` change, serving the placeholder output files, and the
+one driver task that advances the simulation when its next event is due. Every handler first
+advances the simulation to the current time, so answers are exact even when the driver is late.
 
 Routes: the queue routes under ``/{[ns/]owner/alias}`` (see ``wire.parse_queue_path``), and
-unauthenticated ``GET /_emulator/stats[?jobs=1]`` and ``GET /_emulator/files/{id}/output.mp4``.
+unauthenticated ``GET /_emulator/stats[?jobs=1]``, ``GET|POST /_emulator/config`` and
+``GET /_emulator/files/{id}/output.mp4``.
+
+Order of a queue call: auth (with the current key), routing, then the fault draw, then the
+normal handling. So a wrong key is always a 401 and unknown routes are never faulted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import random
@@ -20,7 +27,7 @@ import ssl
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
@@ -30,6 +37,7 @@ from service.emulator.config import (
     add_arguments,
     config_from_arguments,
 )
+from service.emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
 from service.emulator.jobs import (
     OUTPUT_FILE_NAME,
     PLACEHOLDER_MP4,
@@ -48,9 +56,11 @@ from service.emulator.wire import (
     authorized,
     cancel_reply,
     detail,
+    gateway_reply,
     is_low_priority,
     logs_requested,
     parse_queue_path,
+    rate_limited_reply,
     record_headers,
     result_reply,
     status_reply,
@@ -66,16 +76,31 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 STREAM_KEEPALIVE_SECONDS = 15.0
 # Open status streams get this long to finish when the server stops; they are told to end first.
 SHUTDOWN_TIMEOUT_SECONDS = 1.0
-CALL_KINDS = ("submit", "status", "result", "cancel")
+CALL_KINDS = FAULT_ENDPOINTS
+# How ``calls`` counts a call whose connection was dropped (reset, lost-answer) instead of a status.
+DROPPED = "dropped"
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET: Literal[_Unset.UNSET] = _Unset.UNSET
 
 
 class FalEmulator:
     """One emulated fal queue: ``await start()`` to listen, ``await stop()`` to close."""
 
     def __init__(self, config: EmulatorConfig) -> None:
-        self.config = config
+        self.config = config  # as started; the key and faults in force may differ (reconfigure)
         self._sim = Simulation(config, random.Random(config.seed))
         self._calls: dict[str, dict[str, int]] = {kind: {"total": 0} for kind in CALL_KINDS}
+        # The runtime settings: start from the config, changed by reconfigure().
+        self._fal_key = config.fal_key
+        # A stream of its own, so faults never shift the simulation's draws.
+        fault_seed = None if config.seed is None else f"faults:{config.seed}"
+        self._injector = FaultInjector(config.faults, random.Random(fault_seed))
+        self._faults: dict[str, dict[str, int]] = {kind: {"total": 0} for kind in FAULT_ENDPOINTS}
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # set when a submit or cancel may have moved the next event
@@ -98,6 +123,9 @@ class FalEmulator:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/_emulator/stats", self._handle_stats)
         app.router.add_get("/_emulator/stats/", self._handle_stats)
+        for path in ("/_emulator/config", "/_emulator/config/"):
+            app.router.add_get(path, self._handle_get_config)
+            app.router.add_post(path, self._handle_post_config)
         app.router.add_get("/_emulator/files/{request_id}/{name}", self._handle_file)
         app.router.add_route("*", "/{tail:.*}", self._handle_queue)
         # No access log: clients poll status many times a second and that is not news.
@@ -134,6 +162,31 @@ class FalEmulator:
         if driver is not None and not driver.cancelled() and driver.exception() is not None:
             raise RuntimeError("the emulator's driver task failed") from driver.exception()
 
+    @property
+    def faults(self) -> Faults:
+        """The faults in force now."""
+        return self._injector.faults
+
+    def reconfigure(
+        self,
+        *,
+        fal_key: str | Literal[_Unset.UNSET] | None = UNSET,
+        faults: Faults | Literal[_Unset.UNSET] | None = UNSET,
+    ) -> None:
+        """Change the accepted key (None: any non-empty key) and the faults (None: none) while
+        running; what is not passed stays. Takes effect from the next call."""
+        if fal_key is not UNSET:
+            if fal_key is not None and not (isinstance(fal_key, str) and fal_key):
+                raise ValueError("fal_key must be a non-empty string or None")
+            self._fal_key = fal_key
+        if faults is not UNSET:
+            self._injector.faults = Faults() if faults is None else faults
+        _log.info("emulator_reconfigured", **self._runtime_view())
+
+    def _runtime_view(self) -> dict[str, Any]:
+        # Whether a key is set, never the key.
+        return {"fal_key_set": self._fal_key is not None, "faults": self.faults.to_json()}
+
     def stats(self, *, include_jobs: bool = False) -> dict[str, Any]:
         """The body of ``GET /_emulator/stats``; with ``include_jobs`` every submission too."""
         self._tick()
@@ -153,6 +206,7 @@ class FalEmulator:
             "failed": sum(n for outcome, n in counters.outcomes.items() if outcome.failed),
             "cancelled": counters.outcomes[Outcome.CANCELLED],
             "outcomes": outcomes,
+            "faults": {kind: dict(counts) for kind, counts in self._faults.items()},
         }
         if include_jobs:
             stats["jobs"] = [_job_record(job) for job in self._sim.jobs()]
@@ -187,18 +241,70 @@ class FalEmulator:
 
     def _respond(self, kind: str, reply: Reply) -> web.Response:
         self._count(kind, reply.status)
-        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+        if reply.content_type == "application/json":
+            return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+        return web.Response(
+            text=reply.body,
+            status=reply.status,
+            headers=reply.headers,
+            content_type=reply.content_type,
+        )
 
-    def _count(self, kind: str, status: int) -> None:
+    def _count(self, kind: str, status: int | str) -> None:
         counts = self._calls.setdefault(kind, {"total": 0})
         counts["total"] += 1
         counts[str(status)] = counts.get(str(status), 0) + 1
+
+    def _record_fault(self, endpoint: str, fault: FaultKind, job: Job | None) -> None:
+        counts = self._faults[endpoint]
+        counts["total"] += 1
+        counts[fault.value] = counts.get(fault.value, 0) + 1
+        if job is not None:
+            per_job = job.faults.setdefault(endpoint, {})
+            per_job[fault.value] = per_job.get(fault.value, 0) + 1
+        _log.debug(
+            "emulator_fault_injected",
+            endpoint=endpoint,
+            kind=fault.value,
+            request_id=None if job is None else job.request_id,
+        )
+
+    def _drop(self, kind: str, request: web.Request) -> web.Response:
+        """Close the connection without an answer: the client sees it dropped mid-request.
+
+        The response returned is never sent (aiohttp finds the transport closed and lets go).
+        """
+        self._count(kind, DROPPED)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return web.Response(status=204)
+
+    async def _inject(
+        self, request: web.Request, route: QueueRoute, kind: str, fault: FaultKind
+    ) -> web.Response | None:
+        """Record ``fault`` and deliver it: the answer instead of the normal one, or None when
+        the call goes on to be handled (after a slow delay; lost-answer drops it later)."""
+        # A submit's job does not exist yet; slow and lost-answer record on it once it does.
+        self._record_fault(kind, fault, None if kind == "submit" else self._lookup(route))
+        if fault is FaultKind.SLOW:
+            await asyncio.sleep(self._injector.slow_delay())
+            return None
+        if fault is FaultKind.LOST_ANSWER:
+            return None
+        if fault is FaultKind.RESET:
+            return self._drop(kind, request)
+        if fault is FaultKind.RATE_LIMITED:
+            return self._respond(kind, rate_limited_reply(self.faults.retry_after))
+        status = fault.gateway_status
+        assert status is not None, f"{fault.value} is not a per-call fault"
+        return self._respond(kind, gateway_reply(status))
 
     async def _handle_queue(self, request: web.Request) -> web.StreamResponse:
         route = parse_queue_path(request.method, request.path)
         kind = "other" if route is None else route.kind.removesuffix("_stream")
         # Auth before anything else, as fal's gateway does; the key is never logged or echoed.
-        if not authorized(request.headers.get("Authorization"), self.config.fal_key):
+        if not authorized(request.headers.get("Authorization"), self._fal_key):
             return self._respond(kind, UNAUTHORIZED)
         if route is None:
             return self._respond(kind, detail(404, "Not Found"))
@@ -208,10 +314,15 @@ class FalEmulator:
             if route.kind == "submit":
                 return self._respond(kind, detail(404, f"Application {route.endpoint} not found"))
             return self._respond(kind, NOT_FOUND)
+        fault = self._injector.draw(kind)
+        if fault is not None:
+            faulted = await self._inject(request, route, kind, fault)
+            if faulted is not None:
+                return faulted
         base_url = f"{request.scheme}://{request.host}"
         match route.kind:
             case "submit":
-                return await self._submit(request, route, base_url)
+                return await self._submit(request, route, base_url, fault)
             case "cancel":
                 return self._cancel(route)
             case "status_stream":
@@ -221,14 +332,21 @@ class FalEmulator:
             case _:
                 return self._result(route, base_url)
 
-    async def _submit(self, request: web.Request, route: QueueRoute, base_url: str) -> web.Response:
+    async def _submit(
+        self, request: web.Request, route: QueueRoute, base_url: str, fault: FaultKind | None
+    ) -> web.Response:
+        """Create the job and answer; with ``lost-answer`` the answer is lost (connection
+        dropped) whatever it would have been, job or not."""
         raw = await request.read()
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
-            return self._respond("submit", detail(400, "Request body is not valid JSON"))
+            reply = detail(400, "Request body is not valid JSON")
+            return self._submit_answer(request, reply, fault)
         if not isinstance(body, dict):
-            return self._respond("submit", detail(422, "Request body must be a JSON object"))
+            reply = detail(422, "Request body must be a JSON object")
+            return self._submit_answer(request, reply, fault)
+        fate = self._injector.model_fate()
         now = time.monotonic()
         job, position = self._sim.submit(
             now=now,
@@ -241,7 +359,13 @@ class FalEmulator:
             headers_recorded=record_headers(request.headers),
             webhook=request.query.get("fal_webhook"),
             low_priority=is_low_priority(request.headers.get("X-Fal-Queue-Priority")),
+            model_error_status=None if fate is None else fate.model_status,
         )
+        if fate is not None and job.plan.model_fault:
+            self._record_fault("result", fate, job)
+        if fault is not None:
+            per_job = job.faults.setdefault("submit", {})
+            per_job[fault.value] = per_job.get(fault.value, 0) + 1
         _log.debug(
             "emulator_job_submitted",
             request_id=job.request_id,
@@ -253,7 +377,14 @@ class FalEmulator:
         self._pulse()
         self._wake.set()
         urls = QueueUrls.build(base_url, job.endpoint, job.request_id)
-        return self._respond("submit", submit_reply(job, position, urls))
+        return self._submit_answer(request, submit_reply(job, position, urls), fault)
+
+    def _submit_answer(
+        self, request: web.Request, reply: Reply, fault: FaultKind | None
+    ) -> web.Response:
+        if fault is FaultKind.LOST_ANSWER:
+            return self._drop("submit", request)
+        return self._respond("submit", reply)
 
     def _lookup(self, route: QueueRoute) -> Job | None:
         assert route.request_id is not None
@@ -334,6 +465,25 @@ class FalEmulator:
         include_jobs = logs_requested(request.query.get("jobs"))
         return web.json_response(self.stats(include_jobs=include_jobs))
 
+    async def _handle_get_config(self, _request: web.Request) -> web.Response:
+        return web.json_response(self._runtime_view())
+
+    async def _handle_post_config(self, request: web.Request) -> web.Response:
+        """``{"fal_key": str | null, "faults": <Faults.from_json> | null}``; keys left out stay.
+
+        Answers the settings now in force (whether a key is set, never the key), or 400.
+        """
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError):
+            return web.json_response({"detail": "Request body is not valid JSON"}, status=400)
+        try:
+            fal_key, faults = _runtime_settings(body)
+            self.reconfigure(fal_key=fal_key, faults=faults)
+        except ValueError as exc:
+            return web.json_response({"detail": str(exc)}, status=400)
+        return web.json_response(self._runtime_view())
+
     async def _handle_file(self, request: web.Request) -> web.Response:
         job = self._sim.lookup(request.match_info["request_id"])
         if (
@@ -343,6 +493,23 @@ class FalEmulator:
         ):
             return web.json_response({"detail": "File not found"}, status=404)
         return web.Response(body=PLACEHOLDER_MP4, content_type="video/mp4")
+
+
+def _runtime_settings(
+    body: object,
+) -> tuple[str | Literal[_Unset.UNSET] | None, Faults | Literal[_Unset.UNSET] | None]:
+    """The ``fal_key`` and ``faults`` of a ``POST /_emulator/config`` body (UNSET: left out)."""
+    # ValueError throughout, not TypeError: every bad body is the same 400.
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")  # noqa: TRY004
+    unknown = set(body) - {"fal_key", "faults"}
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    fal_key = body.get("fal_key", UNSET)
+    if not (fal_key is UNSET or fal_key is None or isinstance(fal_key, str)):
+        raise ValueError("fal_key must be a string or null")
+    faults = Faults.from_json(body["faults"]) if "faults" in body else UNSET
+    return fal_key, faults
 
 
 def _job_record(job: Job) -> dict[str, Any]:
@@ -357,7 +524,10 @@ def _job_record(job: Job) -> dict[str, Any]:
         "submitted_at": datetime.fromtimestamp(job.submitted_wall, UTC).isoformat(),
         "state": job.phase.value,
         "outcome": None if job.outcome is None else job.outcome.value,
+        # What it will end as unless cancelled (model_error when a model fault was injected).
+        "planned_outcome": job.plan.outcome.value,
         "in_flight": job.in_flight,
+        "faults": {endpoint: dict(counts) for endpoint, counts in job.faults.items()},
     }
 
 
@@ -390,6 +560,7 @@ async def serve(config: EmulatorConfig, host: str, port: int) -> None:
             failure_rate=config.failure_rate,
             result_ttl=config.result_ttl,
             seed=config.seed,
+            faults=config.faults.spec() or None,
             auth="fixed key" if config.fal_key is not None else "any key",
         )
         await asyncio.Event().wait()

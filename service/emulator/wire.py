@@ -134,9 +134,12 @@ def file_url(base_url: str, request_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """An answer: a JSON ``body``, or a text one when ``content_type`` is not JSON."""
+
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
 
 def detail(status: int, message: str) -> Reply:
@@ -205,7 +208,9 @@ def result_reply(job: Job | None, base_url: str) -> Reply:
         case Outcome.INVALID_INPUT:
             return Reply(422, {"detail": job.plan.validation_errors}, request_header)
         case Outcome.MODEL_ERROR:
-            return Reply(500, {"detail": "Internal Server Error"}, request_header)
+            status = job.plan.model_status
+            message = _MODEL_ERROR_DETAIL.get(status, "Internal Server Error")
+            return Reply(status, {"detail": message}, request_header)
         case Outcome.JOB_ERROR:
             message, error_type = _STATUS_ERRORS[Outcome.JOB_ERROR]
             return Reply(
@@ -220,6 +225,39 @@ def result_reply(job: Job | None, base_url: str) -> Reply:
                 {"detail": message, "error_type": error_type},
                 {**request_header, "X-Fal-Error-Type": error_type},
             )
+
+
+_MODEL_ERROR_DETAIL = {500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+# --- injected faults (see ``faults``) ---
+
+_GATEWAY_REASONS = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
+
+
+def gateway_reply(status: int) -> Reply:
+    """An error page from the gateway in front of the queue: nginx's HTML, and no
+    ``x-fal-request-id`` (which is what tells a client it may retry)."""
+    title = f"{status} {_GATEWAY_REASONS[status]}"
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    return Reply(status, page, {"Server": "nginx"}, content_type="text/html")
+
+
+def rate_limited_reply(retry_after: float) -> Reply:
+    """429 with ``Retry-After`` in seconds (fractional when configured so, for fast tests)."""
+    return Reply(
+        429,
+        {"detail": "Too many requests: rate limit exceeded"},
+        {"Retry-After": format(retry_after, ".3f").rstrip("0").rstrip(".")},
+    )
 
 
 _CANCEL_STATUS = {
