@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from aiokafka.errors import KafkaError
@@ -24,6 +25,7 @@ from service.adapters.fal import FalQueue
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
 from service.adapters.ops_http import OpsServer
+from service.adapters.webhooks import WebhookVerifier
 from service.config import Settings
 from service.core.ledger import LedgerView
 from service.core.polling import PollSchedule
@@ -86,6 +88,10 @@ class RelayService:
             return True  # starting or stopping: not wedged
         return self._clock.monotonic() - relay.last_loop_at < _LIVENESS_STALE_S
 
+    def _webhook_delivered(self, fal_request_id: str, body: dict[str, Any]) -> None:
+        if self._relay is not None:
+            self._relay.webhook_delivered(fal_request_id, body)
+
     def _is_ready(self) -> bool:
         relay = self._relay
         return (
@@ -99,16 +105,30 @@ class RelayService:
         s = self.settings
         clock = self._clock
         async with contextlib.AsyncExitStack() as stack:
+            http = await stack.enter_async_context(fal_http_client(s))
+            webhook_mode = s.relay_watch_mode == "webhook"
+            fal = FalQueue(
+                http,
+                base_url=s.fal_queue_url,
+                endpoint=s.fal_endpoint,
+                metrics=self.metrics,
+                webhook_url=s.relay_webhook_url if webhook_mode else None,
+            )
+            webhooks = None
+            if webhook_mode:
+                # Keys are fetched without our fal key: the JWKS is public.
+                jwks_http = await stack.enter_async_context(httpx.AsyncClient())
+                verifier = WebhookVerifier(jwks_http, s.fal_jwks_url, clock)
+                webhooks = (verifier, self._webhook_delivered)
             self._ops = OpsServer(
-                self.metrics.registry, is_live=self._is_live, is_ready=self._is_ready
+                self.metrics.registry,
+                is_live=self._is_live,
+                is_ready=self._is_ready,
+                webhooks=webhooks,
             )
             await self._ops.start(s.relay_http_host, s.relay_http_port)
             stack.push_async_callback(self._ops.stop)
 
-            http = await stack.enter_async_context(fal_http_client(s))
-            fal = FalQueue(
-                http, base_url=s.fal_queue_url, endpoint=s.fal_endpoint, metrics=self.metrics
-            )
             writer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             # A stable transactional id (with RELAY_GROUP_INSTANCE_ID) lets a restarted replica
             # fence its predecessor's producer and abort its open transaction at once.
@@ -133,6 +153,8 @@ class RelayService:
                     job_timeout=s.relay_job_timeout_s,
                     shutdown_grace=s.relay_shutdown_grace_s,
                     commit_interval=s.relay_commit_interval_s,
+                    watch_mode=s.relay_watch_mode,
+                    webhook_safety_poll=s.relay_webhook_safety_poll_s,
                 ),
             )
             async with self._kafka_started("admin client"):

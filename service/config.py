@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     relay_group_instance_id: str | None = None
     relay_session_timeout_s: float | None = Field(default=None, ge=6, le=1800)
     relay_price_per_video_second: float = Field(default=0.60, ge=0)
+    relay_watch_mode: Literal["poll", "stream", "webhook"] = "poll"
+    relay_webhook_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
+    relay_webhook_safety_poll_s: float = Field(default=60.0, gt=0, le=3600)
+    fal_jwks_url: str = Field(
+        default="https://rest.alpha.fal.ai/.well-known/jwks.json", pattern=r"^https?://[^/\s]+"
+    )
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator(
@@ -81,6 +87,7 @@ class Settings(BaseSettings):
         "relay_group_instance_id",
         "relay_jobs_topic_replication",
         "relay_session_timeout_s",
+        "relay_webhook_url",
         mode="before",
     )
     @classmethod
@@ -99,6 +106,8 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.relay_poll_min_interval_s > self.relay_poll_max_interval_s:
             raise ValueError("RELAY_POLL_MIN_INTERVAL_S must not exceed RELAY_POLL_MAX_INTERVAL_S")
+        if self.relay_watch_mode == "webhook" and not self.relay_webhook_url:
+            raise ValueError("RELAY_WEBHOOK_URL is required with RELAY_WATCH_MODE=webhook")
         if self.relay_dedupe_retention_s <= self.relay_job_timeout_s:
             # The ledger entry of a job still running must outlive the job.
             raise ValueError("RELAY_DEDUPE_RETENTION_S must exceed RELAY_JOB_TIMEOUT_S")

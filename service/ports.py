@@ -8,7 +8,7 @@ in production (``service.adapters.kafka``); ``VideoJobs`` is fal's queue
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -130,6 +130,9 @@ class VideoJobs(Protocol):
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
     ) -> FalJobHandle: ...
     async def status(self, job: FalJobHandle) -> FalStatus: ...
+    def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
+        """fal's status stream: statuses as they change, ending after COMPLETED."""
+
     async def result(self, job: FalJobHandle) -> FalOutput: ...
     async def cancel(self, job: FalJobHandle) -> None: ...
 

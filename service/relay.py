@@ -26,13 +26,13 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from service.core.intake import plan_intake
 from service.core.jobs import Job, JobBook, JobEvent, JobState
 from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 from service.core.offsets import OffsetBook, Partition, commit_due
-from service.core.polling import PollSchedule
+from service.core.polling import PollSchedule, RunTimes
 from service.errors import FalError, FalTimeout, FalUnauthorized, FalUnavailable, RelayError
 from service.logs import get_logger
 from service.messages import (
@@ -74,6 +74,8 @@ class RelayConfig:
     idle_poll: float = 1.0
     write_backoff: tuple[float, float] = (0.2, 5.0)
     ledger_expiry_interval: float = 60.0
+    watch_mode: Literal["poll", "stream", "webhook"] = "poll"
+    webhook_safety_poll: float = 60.0
 
     @property
     def max_unfinished(self) -> int:
@@ -120,6 +122,9 @@ class Relay:
         self._catching_up: set[Partition] = set()
         self._take_overs: set[asyncio.Task[None]] = set()
         self._cancels: set[str] = set()  # request_ids whose job must be cancelled at fal
+        self._shapes: dict[str, str] = {}  # request_id -> the job's shape, for RunTimes
+        self._run_times = RunTimes()
+        self._webhooks = _Webhooks()
         self.fal_key_refused = False
         self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
         self._wake = asyncio.Event()
@@ -271,6 +276,7 @@ class Relay:
             return False
         else:
             self._book.admit(Job(rid, received_at=now))
+            self._shapes[rid] = _shape(decoded)
             self._offsets.track(part, offset)
             self._attached[rid] = record
             options = decoded.options
@@ -414,6 +420,7 @@ class Relay:
     def _release(self, rid: str) -> InboundRecord | None:
         """Let go of a job; its record, if it was fetched (its offset then waits on us)."""
         self._cancels.discard(rid)
+        self._shapes.pop(rid, None)
         if rid in self._book:
             self._book.release(rid)
         return self._attached.pop(rid, None)
@@ -457,12 +464,17 @@ class Relay:
                 log.info("job_resumed")
             if Partition(source.topic, source.partition) in self._handing_back:
                 raise _HandedBack
+            if rid in self._cancels:  # cancelled while it was being submitted
+                log.info("job_cancel_sent")
+                await self._cancel_quietly(handle, log)
             limit = self._remaining(rid)
             if deadline is not None:
                 limit = min(limit, (deadline - self._clock.now()).total_seconds())
             async with asyncio.timeout(max(0.0, limit)):
-                status = await self._watch(rid, handle, log)
-                return await self._collect(rid, metadata, handle, status, log)
+                status, output = await self._watch(rid, handle, log)
+                return await self._collect(
+                    rid=rid, metadata=metadata, handle=handle, status=status, output=output, log=log
+                )
         except TimeoutError:
             if handle is not None:
                 await self._cancel_quietly(handle, log)
@@ -558,42 +570,110 @@ class Relay:
         self._book.advance(rid, JobEvent.SUBMITTED, entry.at, fal_request_id=handle.request_id)
         return handle, window
 
-    async def _watch(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus:
+    async def _watch(
+        self, rid: str, handle: FalJobHandle, log: Any
+    ) -> tuple[FalStatus, FalOutput | None]:
+        """Until fal reports the job completed: the status, and its output when the webhook
+        already carried it (no result call then)."""
+        mode = self._config.watch_mode
+        if mode == "webhook":
+            return await self._watch_webhook(rid, handle, log)
+        if mode == "stream":
+            status = await self._watch_stream(rid, handle, log)
+            if status is not None:
+                return status, None
+        return await self._watch_poll(rid, handle, log), None
+
+    def _note(self, rid: str, status: FalStatus) -> bool:
+        """Apply a status to the job; True once it is completed."""
+        now = self._clock.now()
+        if status.phase is FalPhase.QUEUED:
+            self._book.advance(rid, JobEvent.QUEUED, now, queue_position=status.queue_position)
+            return False
+        if status.phase is FalPhase.RUNNING:
+            self._book.advance(rid, JobEvent.STARTED, now)
+            return False
+        self._book.advance(rid, JobEvent.COMPLETED, now, inference_time=status.inference_time)
+        return True
+
+    async def _poll_once(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus | None:
+        try:
+            status = await self._with_key(lambda: self._fal.status(handle), log)
+        except FalUnavailable as exc:
+            # The job is at fal and paid for: a fal outage is waited out (until the job
+            # timeout), not turned into a failure that abandons a running job.
+            log.warning("fal_status_unavailable", error=exc.message)
+            return None
+        return status if self._note(rid, status) else None
+
+    async def _watch_poll(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus:
         started = self._clock.monotonic()
-        cancel_sent = False
+        shape = self._shapes.get(rid)
+        expected = self._run_times.expected(shape) if shape else None
         while True:
-            if rid in self._cancels and not cancel_sent:
-                cancel_sent = True
-                log.info("job_cancel_sent")
-                await self._cancel_quietly(handle, log)
+            status = await self._poll_once(rid, handle, log)
+            if status is not None:
+                return status
+            job = self._book.get(rid)
+            running_for = None
+            if job is not None and job.started_at is not None:
+                running_for = (self._clock.now() - job.started_at).total_seconds()
+            delay = self._config.poll.next_delay(
+                self._clock.monotonic() - started, running_for, expected
+            )
+            await self._clock.sleep(delay)
+
+    async def _watch_stream(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus | None:
+        """fal's status stream (one connection per job), reconnecting when it drops; after
+        three failures in a row, None: the caller polls instead."""
+        failures = 0
+        while failures < 3:
             try:
-                status = await self._with_key(lambda: self._fal.status(handle), log)
-            except FalUnavailable as exc:
-                # The job is at fal and paid for: a fal outage is waited out (until the job
-                # timeout), not turned into a failure that abandons a running job.
-                log.warning("fal_status_unavailable", error=exc.message)
-            else:
-                now = self._clock.now()
-                if status.phase is FalPhase.QUEUED:
-                    self._book.advance(
-                        rid, JobEvent.QUEUED, now, queue_position=status.queue_position
-                    )
-                elif status.phase is FalPhase.RUNNING:
-                    self._book.advance(rid, JobEvent.STARTED, now)
-                else:
-                    self._book.advance(
-                        rid, JobEvent.COMPLETED, now, inference_time=status.inference_time
-                    )
-                    return status
-            elapsed = self._clock.monotonic() - started
-            await self._clock.sleep(self._config.poll.next_delay(elapsed))
+                async for status in self._fal.stream(handle):
+                    failures = 0
+                    if self._note(rid, status):
+                        return status
+            except FalError as exc:
+                failures += 1
+                log.warning("fal_stream_dropped", error=exc.message, failures=failures)
+                await self._clock.sleep(min(5.0, 0.5 * failures))
+        log.warning("fal_stream_unusable_polling_instead")
+        return None
+
+    async def _watch_webhook(
+        self, rid: str, handle: FalJobHandle, log: Any
+    ) -> tuple[FalStatus, FalOutput | None]:
+        """Wait for fal's signed webhook; a slow poll is the safety net for a lost one."""
+        delivery = self._webhooks.expect(handle.request_id)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._config.webhook_safety_poll):
+                        body = await asyncio.shield(delivery)
+                except TimeoutError:
+                    status = await self._poll_once(rid, handle, log)
+                    if status is not None:
+                        log.info("webhook_missed_safety_poll_found_it")
+                        return status, None
+                    continue
+                status, output = _from_webhook(body)
+                self._note(rid, status)
+                return status, output
+        finally:
+            self._webhooks.forget(handle.request_id)
+
+    def webhook_delivered(self, fal_request_id: str, body: dict[str, Any]) -> None:
+        """A verified webhook from fal (the ops endpoint checked its signature)."""
+        self._webhooks.deliver(fal_request_id, body)
 
     async def _collect(
         self,
+        *,
         rid: str,
         metadata: dict[str, Any] | None,
         handle: FalJobHandle,
         status: FalStatus,
+        output: FalOutput | None,
         log: Any,
     ) -> ResultEvent:
         job = self._book.get(rid)
@@ -601,7 +681,11 @@ class Relay:
         if job.submitted_at and job.started_at:
             self._metrics.queue_wait.observe((job.started_at - job.submitted_at).total_seconds())
         if job.started_at and job.completed_at:
-            self._metrics.run_time.observe((job.completed_at - job.started_at).total_seconds())
+            run = (job.completed_at - job.started_at).total_seconds()
+            self._metrics.run_time.observe(run)
+            shape = self._shapes.get(rid)
+            if shape is not None and status.error is None:
+                self._run_times.observe(shape, status.inference_time or run)
         if status.error_type == "client_cancelled":
             job = self._terminal(rid, JobEvent.CANCELLED)
             return _event(
@@ -616,11 +700,10 @@ class Relay:
                 ),
             )
         started = self._clock.monotonic()
-        while True:
+        while output is None:
             try:
                 # Raises FalError when the job failed.
                 output = await self._with_key(lambda: self._fal.result(handle), log)
-                break
             except FalUnavailable as exc:
                 log.warning("fal_result_unavailable", error=exc.message)
                 elapsed = self._clock.monotonic() - started
@@ -653,10 +736,14 @@ class Relay:
         rid = cancel.request_id
         log = self._log.bind(request_id=rid, partition=record.partition, offset=record.offset)
         entry = self._view.get(rid)
-        if rid in self._book:
-            log.info("cancel_requested", where="in_flight")  # its task cancels it at fal
-        elif entry is not None and entry.state == "submitted" and entry.fal is not None:
-            log.info("cancel_requested", where="other_replica")
+        at_fal = entry is not None and entry.state == "submitted" and entry.fal is not None
+        if rid in self._book and not at_fal:
+            # Being submitted: its task cancels it at fal as soon as fal has it.
+            log.info("cancel_requested", where="submitting")
+        elif at_fal and entry is not None and entry.fal is not None:
+            # Ours or another replica's: cancelled at fal, the job's watcher then sees it end
+            # as cancelled and publishes the one event (whatever the watch mode).
+            log.info("cancel_requested", where="at_fal")
             ref = entry.fal
             await self._cancel_quietly(
                 FalJobHandle(ref.request_id, ref.status_url, ref.response_url, ref.cancel_url),
@@ -873,6 +960,68 @@ class Relay:
                     await self._outbox.flush()
             if parts is not None:
                 self._handing_back -= parts
+
+
+class _Webhooks:
+    """Verified webhooks, matched to the jobs waiting for them by fal request id. One that
+    arrives before its job waits for it (a fast job) is kept a while (bounded)."""
+
+    def __init__(self, keep_early: int = 10_000) -> None:
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._early: dict[str, dict[str, Any]] = {}
+        self._keep_early = keep_early
+
+    def expect(self, fal_request_id: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        early = self._early.pop(fal_request_id, None)
+        if early is not None:
+            future.set_result(early)
+        self._waiting[fal_request_id] = future
+        return future
+
+    def deliver(self, fal_request_id: str, body: dict[str, Any]) -> None:
+        future = self._waiting.get(fal_request_id)
+        if future is not None:
+            if not future.done():
+                future.set_result(body)
+            return
+        self._early[fal_request_id] = body
+        if len(self._early) > self._keep_early:
+            del self._early[next(iter(self._early))]
+
+    def forget(self, fal_request_id: str) -> None:
+        future = self._waiting.pop(fal_request_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+
+def _from_webhook(body: dict[str, Any]) -> tuple[FalStatus, FalOutput | None]:
+    """fal's webhook body: {"status": "OK", "payload": output} or {"status": "ERROR", ...}.
+    An OK payload with a video is the result itself; anything else is fetched from fal, whose
+    answer to the result call carries the status code the error mapping needs."""
+    payload = body.get("payload")
+    if body.get("status") == "OK" and isinstance(payload, dict):
+        video = payload.get("video")
+        if isinstance(video, dict) and isinstance(video.get("url"), str):
+            seed = payload.get("seed")
+            output = FalOutput(video=video, seed=seed if isinstance(seed, int) else None)
+            return FalStatus(FalPhase.COMPLETED), output
+    error_type = payload.get("error_type") if isinstance(payload, dict) else None
+    error = body.get("error")
+    return (
+        FalStatus(
+            FalPhase.COMPLETED,
+            error=str(error) if error is not None else None,
+            error_type=str(error_type) if error_type is not None else None,
+        ),
+        None,
+    )
+
+
+def _shape(request: VideoRequest) -> str:
+    """What a job's run time depends on: jobs of one shape take about as long."""
+    i = request.input
+    return f"{i.resolution}|{i.aspect_ratio}|{i.num_frames}|{i.num_inference_steps}"
 
 
 def _ms(at: datetime) -> datetime:

@@ -14,7 +14,7 @@ Retries (stamina, capped exponential backoff with jitter):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -54,9 +54,12 @@ class FalQueue:
         metrics: RelayMetrics,
         attempts: int = 5,
         retry_timeout: float = 60.0,
+        webhook_url: str | None = None,
     ) -> None:
         self._http = http
         self._submit_url = f"{base_url.rstrip('/')}/{endpoint.strip('/')}"
+        # fal POSTs the job's outcome there when it completes (RELAY_WATCH_MODE=webhook).
+        self._submit_params = {"fal_webhook": webhook_url} if webhook_url else None
         self._metrics = metrics
         self._attempts = attempts
         self._retry_timeout = retry_timeout
@@ -70,7 +73,12 @@ class FalQueue:
         ):
             with attempt:
                 body = await self._call(
-                    "submit", "POST", self._submit_url, json=dict(arguments), headers=headers
+                    "submit",
+                    "POST",
+                    self._submit_url,
+                    json=dict(arguments),
+                    headers=headers,
+                    params=self._submit_params,
                 )
         try:
             return FalJobHandle(
@@ -84,19 +92,37 @@ class FalQueue:
 
     async def status(self, job: FalJobHandle) -> FalStatus:
         body = await self._idempotent("status", "GET", job.status_url, params={"logs": "0"})
-        phase = _PHASES.get(str(body.get("status")))
-        if phase is None:
-            raise FalUnavailable(f"fal reported an unknown status {body.get('status')!r}")
-        metrics = body.get("metrics")
-        inference = metrics.get("inference_time") if isinstance(metrics, dict) else None
-        position = body.get("queue_position")
-        return FalStatus(
-            phase=phase,
-            queue_position=position if isinstance(position, int) else None,
-            error=_opt_str(body.get("error")),
-            error_type=_opt_str(body.get("error_type")),
-            inference_time=float(inference) if isinstance(inference, int | float) else None,
-        )
+        return _status_from(body)
+
+    async def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
+        """One connection: ``{status_url}/stream`` sends a ``data: <status JSON>`` event per
+        change (and keep-alive comments) and closes after COMPLETED."""
+        url = job.status_url.rstrip("/") + "/stream"
+        try:
+            async with self._http.stream(
+                "GET",
+                url,
+                params={"logs": "0"},
+                headers={"Accept": "text/event-stream"},
+                # fal sends a keep-alive comment every 15 s; silence beyond that is a drop.
+                timeout=httpx.Timeout(30.0, read=45.0),
+            ) as response:
+                self._metrics.fal_http.labels("stream", status_class(response.status_code)).inc()
+                if not response.is_success:
+                    await response.aread()
+                    raise error_for(
+                        "status", response.status_code, response.headers, _json_body(response)
+                    )
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        body = json.loads(line[5:].strip())
+                        if isinstance(body, dict):
+                            yield _status_from(body)
+        except httpx.HTTPError as exc:
+            self._metrics.fal_http.labels("stream", "error").inc()
+            raise _transport_error(exc) from None
+        except json.JSONDecodeError:
+            raise FalUnavailable("fal's status stream sent something that is not JSON") from None
 
     async def result(self, job: FalJobHandle) -> FalOutput:
         body = await self._idempotent("result", "GET", job.response_url)
@@ -198,6 +224,22 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def _status_from(body: dict[str, Any]) -> FalStatus:
+    phase = _PHASES.get(str(body.get("status")))
+    if phase is None:
+        raise FalUnavailable(f"fal reported an unknown status {body.get('status')!r}")
+    metrics = body.get("metrics")
+    inference = metrics.get("inference_time") if isinstance(metrics, dict) else None
+    position = body.get("queue_position")
+    return FalStatus(
+        phase=phase,
+        queue_position=position if isinstance(position, int) else None,
+        error=_opt_str(body.get("error")),
+        error_type=_opt_str(body.get("error_type")),
+        inference_time=float(inference) if isinstance(inference, int | float) else None,
+    )
 
 
 def _opt_str(value: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""The operations endpoints on RELAY_HTTP_PORT: ``/metrics``, ``/livez``, ``/readyz``.
+"""The HTTP endpoints on RELAY_HTTP_PORT: ``/metrics``, ``/livez``, ``/readyz``, and
+``POST /fal/webhook`` where fal reports finished jobs (RELAY_WATCH_MODE=webhook).
 
 ``/livez`` answers 200 while the relay's loop keeps turning (a wedged loop gets the pod
 restarted); ``/readyz`` answers 200 while the relay is connected and taking work, and 503 while
@@ -8,9 +9,13 @@ it starts or shuts down.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from service.adapters.webhooks import WebhookRejected, WebhookVerifier
+from service.logs import get_logger
 
 
 class OpsServer:
@@ -20,10 +25,12 @@ class OpsServer:
         *,
         is_live: Callable[[], bool],
         is_ready: Callable[[], bool],
+        webhooks: tuple[WebhookVerifier, Callable[[str, dict[str, Any]], None]] | None = None,
     ) -> None:
         self._registry = registry
         self._is_live = is_live
         self._is_ready = is_ready
+        self._webhooks = webhooks
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -32,6 +39,8 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
+        if self._webhooks is not None:
+            app.router.add_post("/fal/webhook", self._webhook)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -56,3 +65,15 @@ class OpsServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         ok = self._is_ready()
         return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        assert self._webhooks is not None
+        verifier, deliver = self._webhooks
+        body = await request.read()
+        try:
+            parsed = await verifier.verify(dict(request.headers), body)
+        except WebhookRejected as exc:
+            get_logger().warning("webhook_rejected", reason=str(exc))
+            return web.json_response({"accepted": False, "reason": str(exc)}, status=401)
+        deliver(str(parsed["request_id"]), parsed)
+        return web.json_response({"accepted": True})

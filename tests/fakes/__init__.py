@@ -7,7 +7,7 @@ number of jobs in flight); none of them records calls for their own sake.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -186,6 +186,8 @@ class FakeFal:
         self.peak_in_flight = 0
         self.cancelled: list[str] = []
         self.status_outages = 0
+        self.streams = 0
+        self.results_fetched = 0
         self.refuse_key = False
         self.key_refused = asyncio.Event()
         self.options: list[SubmitOptions | None] = []
@@ -238,9 +240,22 @@ class FakeFal:
             return FalStatus(FalPhase.RUNNING)
         return FalStatus(FalPhase.COMPLETED, inference_time=0.5)
 
+    async def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
+        """The status stream: every status a poll would see, until completion; a prompt with
+        ``drop-stream`` breaks every connection (the relay must fall back to polling)."""
+        if "drop-stream" in self.plan[job.request_id]:
+            raise FalUnavailable("stream connection reset")
+        self.streams += 1
+        while True:
+            status = await self.status(job)
+            yield status
+            if status.phase is FalPhase.COMPLETED:
+                return
+
     async def result(self, job: FalJobHandle) -> FalOutput:
         await asyncio.sleep(0)
         self.in_flight -= 1
+        self.results_fetched += 1
         if "fail" in self.plan[job.request_id]:
             raise FalJobFailed("the model crashed", details={"status_code": 500})
         return FalOutput(video={"url": f"https://v/{job.request_id}.mp4"}, seed=42)

@@ -336,3 +336,41 @@ async def test_a_request_past_its_deadline_is_not_submitted() -> None:
     assert events["soon"].status == "succeeded"
     assert len(fal.submitted) == 1
     assert fal.options == [SubmitOptions(priority="low", start_timeout_s=30, runner_hint="eu")]
+
+
+async def test_stream_mode_watches_through_the_stream_and_falls_back_to_polling() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("streamed", "polls=3"))
+    inbox.append(0, request("dropped", "polls=3 drop-stream"))
+    async with running(inbox, outbox, fal, watch_mode="stream"):
+        await outbox.wait_for(results=2)
+    assert {e.request_id: e.status for e in outbox.results} == {
+        "streamed": "succeeded",
+        "dropped": "succeeded",
+    }
+    assert fal.streams == 1
+
+
+async def test_webhook_mode_takes_the_result_from_the_webhook_and_polls_as_a_safety_net() -> None:
+    """A delivered webhook carries the output (no result call); a job whose webhook is lost
+    is found by the slow safety-net poll."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("hooked", "hold"))
+    async with running(inbox, outbox, fal, watch_mode="webhook", webhook_safety_poll=0.05) as relay:
+        await fal.wait_submitted(1)
+        relay.webhook_delivered(
+            "fal-0",
+            {
+                "request_id": "fal-0",
+                "status": "OK",
+                "payload": {"video": {"url": "https://v/hooked.mp4"}, "seed": 7},
+            },
+        )
+        await outbox.wait_for(results=1)
+        inbox.append(0, request("lost-hook", "polls=2"))
+        await outbox.wait_for(results=2)
+    events = {e.request_id: e for e in outbox.results}
+    assert events["hooked"].video is not None
+    assert (events["hooked"].video.url, events["hooked"].seed) == ("https://v/hooked.mp4", 7)
+    assert events["lost-hook"].status == "succeeded"
+    assert fal.results_fetched == 1  # only the job whose webhook was lost
