@@ -1,8 +1,8 @@
 """The emulator's settings: one frozen dataclass and its command-line form.
 
 This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
-failure share, auth key, result retention, seed, served endpoints, injected faults) and how those
-knobs are spelled on the command line (the fault vocabulary itself lives in ``faults``).
+failure share, auth key, result retention, seed, served endpoints, injected faults, webhook
+delivery) and how those knobs are spelled on the command line (the fault vocabulary itself lives in ``faults``).
 ``service.cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
 or the environment by itself.
 """
@@ -28,6 +28,10 @@ from service.emulator.faults import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
+# fal retries a webhook 10 times over 2 hours; locally the same ten retries take about 4 minutes.
+DEFAULT_WEBHOOK_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+DEFAULT_WEBHOOK_USER_ID = "emulator-user"
+DEFAULT_WEBHOOK_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,15 @@ class EmulatorConfig:
     endpoints: tuple[str, ...] = ("fal-ai/lynx", "bytedance/lynx")
     # Injected faults at start; ``FalEmulator.reconfigure`` can change them while it runs.
     faults: Faults = NO_FAULTS
+    # Webhooks (``?fal_webhook=``): the user id they are signed for; the seed of the Ed25519
+    # signing key (None: a fresh random key each start); the waits before each retry (their
+    # number is the number of retries); each attempt's timeout; and the share of webhooks
+    # "lost" outright (``reconfigure`` can change it while running).
+    webhook_user_id: str = DEFAULT_WEBHOOK_USER_ID
+    webhook_key_seed: str | None = field(default=None, repr=False)
+    webhook_retry_delays: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_DELAYS
+    webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT
+    webhook_drop_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("run_time", "queue_wait"):
@@ -64,6 +77,29 @@ class EmulatorConfig:
         for endpoint in self.endpoints:
             if len([part for part in endpoint.split("/") if part]) < 2:
                 raise ValueError(f"endpoint id {endpoint!r} is not of the form owner/alias")
+        if not self.webhook_user_id or any(c in self.webhook_user_id for c in "\r\n"):
+            raise ValueError("webhook_user_id must be non-empty and on one line")
+        if self.webhook_key_seed is not None and not self.webhook_key_seed:
+            raise ValueError("webhook_key_seed must be non-empty when set")
+        if not all(_finite(delay) and delay >= 0 for delay in self.webhook_retry_delays):
+            raise ValueError(
+                f"webhook_retry_delays must be finite and >= 0, got {self.webhook_retry_delays}"
+            )
+        if not (_finite(self.webhook_timeout) and self.webhook_timeout > 0):
+            raise ValueError(f"webhook_timeout must be positive, got {self.webhook_timeout}")
+        check_drop_rate(self.webhook_drop_rate)
+
+
+def check_drop_rate(rate: object) -> float:
+    """``rate`` as a webhook drop share within [0, 1]. Raises ``ValueError``."""
+    if (
+        isinstance(rate, int | float)
+        and not isinstance(rate, bool)
+        and math.isfinite(rate)
+        and 0.0 <= rate <= 1.0
+    ):
+        return float(rate)
+    raise ValueError(f"webhook_drop_rate must be a number within [0, 1], got {rate!r}")
 
 
 def _finite(value: float) -> bool:
@@ -164,6 +200,48 @@ def _non_negative_float(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
+
+
+def parse_delays(text: str) -> tuple[float, ...]:
+    """``"0.1,0.5,2"`` -> ``(0.1, 0.5, 2.0)``; ``""`` or ``"none"`` -> no retries."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    delays: list[float] = []
+    for part in text.split(","):
+        try:
+            delay = float(part)
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not a number of seconds") from None
+        if not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"{part.strip()!r} must be 0 or more")
+        delays.append(delay)
+    return tuple(delays)
+
+
+def _delays_argument(text: str) -> tuple[float, ...]:
+    try:
+        return parse_delays(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+_WEBHOOKS_HELP = (
+    "A submit with ?fal_webhook=URL gets a POST to URL when its job completes (succeeded, "
+    "failed or cancelled), signed as fal signs it: headers X-Fal-Webhook-Request-Id, "
+    "-User-Id, -Timestamp and -Signature (hex Ed25519 over request_id, user_id, timestamp and "
+    "sha256_hex(body), newline-separated). The public keys are served at GET "
+    "/_emulator/jwks.json (also /.well-known/jwks.json); POST /_emulator/jwks/rotate adds a "
+    "key that signs from then on. A non-2xx answer or a connection error is retried after each "
+    "of --webhook-retry-delays in turn, then given up. Hosts under example.com/.net/.org, "
+    ".example and .invalid are never contacted (every attempt fails). Counts are in GET "
+    "/_emulator/stats under 'webhooks' (attempts per job with ?jobs=1)."
+)
 
 
 def faults_from_arguments(args: argparse.Namespace) -> Faults:
@@ -278,6 +356,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS|LO-HI",
         help="delay of a slow answer (default: %(default)s)",
     )
+    webhooks = parser.add_argument_group("webhooks", description=_WEBHOOKS_HELP)
+    webhooks.add_argument(
+        "--webhook-user-id",
+        type=_non_empty,
+        default=defaults.webhook_user_id,
+        metavar="ID",
+        help="the X-Fal-Webhook-User-Id that webhooks are signed for (default: %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-key-seed",
+        type=_non_empty,
+        default=defaults.webhook_key_seed,
+        metavar="TEXT",
+        help="derive the signing keys from TEXT, for the same JWKS every start "
+        "(default: a random key per start)",
+    )
+    webhooks.add_argument(
+        "--webhook-retry-delays",
+        type=_delays_argument,
+        default=defaults.webhook_retry_delays,
+        metavar="SECONDS,...",
+        help="waits before each retry of a failed delivery; '' or 'none' for no retries "
+        "(default: " + ",".join(f"{d:g}" for d in defaults.webhook_retry_delays) + ")",
+    )
+    webhooks.add_argument(
+        "--webhook-timeout",
+        type=_positive_float,
+        default=defaults.webhook_timeout,
+        metavar="SECONDS",
+        help="timeout of one delivery attempt (default: %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-drop-rate",
+        type=_rate,
+        default=defaults.webhook_drop_rate,
+        metavar="SHARE",
+        help="share of webhooks lost outright: never sent, counted as dropped (default: 0)",
+    )
 
 
 def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
@@ -291,4 +407,9 @@ def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
         result_ttl=args.result_ttl,
         seed=args.seed,
         faults=faults_from_arguments(args),
+        webhook_user_id=args.webhook_user_id,
+        webhook_key_seed=args.webhook_key_seed,
+        webhook_retry_delays=args.webhook_retry_delays,
+        webhook_timeout=args.webhook_timeout,
+        webhook_drop_rate=args.webhook_drop_rate,
     )

@@ -357,6 +357,9 @@ class Simulation:
         self._expiring: list[tuple[float, int, Job]] = []  # completed, by end of retention
         # Sorted seqs of the queued jobs of each priority, for queue positions by bisection.
         self._queued: tuple[list[int], list[int]] = ([], [])
+        # Jobs with a webhook that completed since the last ``drain_completed`` (only those, so
+        # that a simulation nobody drains does not grow).
+        self._completed_with_webhook: list[Job] = []
         self.counters = Counters()
 
     # --- commands ---
@@ -431,6 +434,11 @@ class Simulation:
         self._fill(now)
         self.advance(now)  # a job started just now may already be due (zero run time)
         return CancelOutcome.REQUESTED
+
+    def drain_completed(self) -> list[Job]:
+        """The jobs with a webhook that completed since the last call, in completion order."""
+        drained, self._completed_with_webhook = self._completed_with_webhook, []
+        return drained
 
     def record_result_fetch(self, job: Job) -> None:
         """A result GET for a finished job ends its in-flight window, whatever it answered."""
@@ -548,6 +556,8 @@ class Simulation:
         self.counters.completed += 1
         self.counters.outcomes[outcome] += 1
         heapq.heappush(self._expiring, (at + self._config.result_ttl, job.seq, job))
+        if job.webhook:
+            self._completed_with_webhook.append(job)
 
     def _end_in_flight(self, job: Job) -> None:
         if job.in_flight:

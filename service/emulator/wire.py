@@ -198,6 +198,13 @@ def result_reply(job: Job | None, base_url: str) -> Reply:
         return NOT_FOUND
     if job.phase is not Phase.COMPLETED:
         return detail(400, "Request is still in progress")
+    return completed_result_reply(job, base_url)
+
+
+def completed_result_reply(job: Job, base_url: str) -> Reply:
+    """What the result of a job that has completed is (or was, once expired): the output, the
+    app's own error, or fal's. Also the payload of the job's webhook."""
+    assert job.outcome is not None, "the job has not completed"
     request_header = {"x-fal-request-id": job.request_id}
     match job.outcome:
         case Outcome.SUCCEEDED:
