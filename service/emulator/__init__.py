@@ -8,6 +8,7 @@ queueing, run times, failures, input validation and result retention.
 - ``faults``: injected faults (``Faults``, ``FaultKind``) and their seeded draw.
 - ``jobs``: the pure simulation (plans, lifecycle table, scheduler); takes ``now``, owns no clock.
 - ``wire``: paths, auth and every response body, as pure functions of a job at a time.
+- ``webhooks``: signed webhook delivery (``?fal_webhook=``): body, Ed25519 keys and JWKS, retries.
 - ``server``: ``FalEmulator`` (aiohttp; ``reconfigure`` and ``POST /_emulator/config`` change the
   key and the faults while it runs) and ``serve`` for ``lynx-relay emulator``.
 """

@@ -2,7 +2,8 @@
 
 This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
 failure share, auth key, result retention, seed, served endpoints, injected faults, webhook
-delivery) and how those knobs are spelled on the command line (the fault vocabulary itself lives in ``faults``).
+delivery) and how those knobs are spelled on the command line (the fault vocabulary itself lives
+in ``faults``).
 ``service.cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
 or the environment by itself.
 """
@@ -77,6 +78,9 @@ class EmulatorConfig:
         for endpoint in self.endpoints:
             if len([part for part in endpoint.split("/") if part]) < 2:
                 raise ValueError(f"endpoint id {endpoint!r} is not of the form owner/alias")
+        self._check_webhooks()
+
+    def _check_webhooks(self) -> None:
         if not self.webhook_user_id or any(c in self.webhook_user_id for c in "\r\n"):
             raise ValueError("webhook_user_id must be non-empty and on one line")
         if self.webhook_key_seed is not None and not self.webhook_key_seed:
@@ -392,7 +396,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_rate,
         default=defaults.webhook_drop_rate,
         metavar="SHARE",
-        help="share of webhooks lost outright: never sent, counted as dropped (default: 0)",
+        help="share of webhooks lost outright: never sent, counted as dropped; POST "
+        "/_emulator/config {'webhook_drop_rate': SHARE} changes it at runtime (default: 0)",
     )
 
 

@@ -3,14 +3,16 @@
 This module owns the process-facing side: binding a socket (plain or TLS), turning requests into
 calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, injecting the faults
 ``FaultInjector`` draws (answering them, delaying, or dropping the connection), counting calls and
-faults for ``/_emulator/stats``, the runtime settings (key and faults) that
-``/_emulator/config`` and ``reconfigure`` change, serving the placeholder output files, and the
-one driver task that advances the simulation when its next event is due. Every handler first
-advances the simulation to the current time, so answers are exact even when the driver is late.
+faults for ``/_emulator/stats``, the runtime settings (key, faults and webhook drop rate) that
+``/_emulator/config`` and ``reconfigure`` change, serving the placeholder output files and the
+webhook keys, and the one driver task that advances the simulation when its next event is due.
+Every handler first advances the simulation to the current time, so answers are exact even when
+the driver is late; each advance hands the jobs that completed with a webhook to ``webhooks``.
 
 Routes: the queue routes under ``/{[ns/]owner/alias}`` (see ``wire.parse_queue_path``), and
-unauthenticated ``GET /_emulator/stats[?jobs=1]``, ``GET|POST /_emulator/config`` and
-``GET /_emulator/files/{id}/output.mp4``.
+unauthenticated ``GET /_emulator/stats[?jobs=1]``, ``GET|POST /_emulator/config``,
+``GET /_emulator/files/{id}/output.mp4``, ``GET /_emulator/jwks.json`` (also
+``/.well-known/jwks.json``, fal's path) and ``POST /_emulator/jwks/rotate``.
 
 Order of a queue call: auth (with the current key), routing, then the fault draw, then the
 normal handling. So a wrong key is always a 401 and unknown routes are never faulted.
@@ -35,6 +37,7 @@ from aiohttp import web
 from service.emulator.config import (
     EmulatorConfig,
     add_arguments,
+    check_drop_rate,
     config_from_arguments,
 )
 from service.emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
@@ -47,6 +50,7 @@ from service.emulator.jobs import (
     Phase,
     Simulation,
 )
+from service.emulator.webhooks import Delivery, WebhookSender
 from service.emulator.wire import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -101,6 +105,9 @@ class FalEmulator:
         fault_seed = None if config.seed is None else f"faults:{config.seed}"
         self._injector = FaultInjector(config.faults, random.Random(fault_seed))
         self._faults: dict[str, dict[str, int]] = {kind: {"total": 0} for kind in FAULT_ENDPOINTS}
+        # Webhook drops draw from a stream of their own too.
+        webhook_seed = None if config.seed is None else f"webhooks:{config.seed}"
+        self._webhooks = WebhookSender(config, random.Random(webhook_seed))
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # set when a submit or cancel may have moved the next event
@@ -114,13 +121,29 @@ class FalEmulator:
             raise RuntimeError("the emulator is not started")
         return self._base_url
 
+    @property
+    def jwks_url(self) -> str:
+        """Where the webhook signing keys are published."""
+        return f"{self.base_url}/_emulator/jwks.json"
+
     async def start(
-        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        webhook_ssl_context: ssl.SSLContext | None = None,
     ) -> str:
-        """Listen on ``host:port`` (0 = any free port); returns the base URL, e.g. for clients."""
+        """Listen on ``host:port`` (0 = any free port); returns the base URL, e.g. for clients.
+
+        ``webhook_ssl_context`` verifies ``https`` webhook receivers (default: the system CAs).
+        """
         if self._runner is not None:
             raise RuntimeError("the emulator is already started")
         app = web.Application(client_max_size=MAX_BODY_BYTES)
+        for path in ("/_emulator/jwks.json", "/.well-known/jwks.json"):
+            app.router.add_get(path, self._handle_jwks)
+        app.router.add_post("/_emulator/jwks/rotate", self._handle_rotate)
         app.router.add_get("/_emulator/stats", self._handle_stats)
         app.router.add_get("/_emulator/stats/", self._handle_stats)
         for path in ("/_emulator/config", "/_emulator/config/"):
@@ -139,6 +162,7 @@ class FalEmulator:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._webhooks.open(webhook_ssl_context)
         bound_port = runner.addresses[0][1]
         shown_host = f"[{host}]" if ":" in host else host
         scheme = "https" if ssl_context is not None else "http"
@@ -147,7 +171,8 @@ class FalEmulator:
         return self._base_url
 
     async def stop(self) -> None:
-        """Stop the simulation and close the server; open status streams end first."""
+        """Stop the simulation, cancel pending webhook deliveries and close the server; open
+        status streams end first."""
         self._closing = True
         self._pulse()
         driver, self._driver = self._driver, None
@@ -155,9 +180,12 @@ class FalEmulator:
             driver.cancel()
             # wait() rather than awaiting the task: its CancelledError is not ours to swallow.
             await asyncio.wait([driver])
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        try:
+            await self._webhooks.close()
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
         # A driver that died early is a bug in the simulation: surface it rather than lose it.
         if driver is not None and not driver.cancelled() and driver.exception() is not None:
             raise RuntimeError("the emulator's driver task failed") from driver.exception()
@@ -172,20 +200,52 @@ class FalEmulator:
         *,
         fal_key: str | Literal[_Unset.UNSET] | None = UNSET,
         faults: Faults | Literal[_Unset.UNSET] | None = UNSET,
+        webhook_drop_rate: float | Literal[_Unset.UNSET] = UNSET,
     ) -> None:
-        """Change the accepted key (None: any non-empty key) and the faults (None: none) while
-        running; what is not passed stays. Takes effect from the next call."""
+        """Change the accepted key (None: any non-empty key), the faults (None: none) and the
+        share of webhooks dropped while running; what is not passed stays. Takes effect from
+        the next call (the next job to complete, for the drop rate)."""
+        if fal_key not in (UNSET, None) and not (isinstance(fal_key, str) and fal_key):
+            raise ValueError("fal_key must be a non-empty string or None")
+        if webhook_drop_rate is not UNSET:
+            webhook_drop_rate = check_drop_rate(webhook_drop_rate)
+        # Checked all first, so that a bad setting changes nothing.
         if fal_key is not UNSET:
-            if fal_key is not None and not (isinstance(fal_key, str) and fal_key):
-                raise ValueError("fal_key must be a non-empty string or None")
             self._fal_key = fal_key
         if faults is not UNSET:
             self._injector.faults = Faults() if faults is None else faults
+        if webhook_drop_rate is not UNSET:
+            self._webhooks.drop_rate = webhook_drop_rate
         _log.info("emulator_reconfigured", **self._runtime_view())
 
     def _runtime_view(self) -> dict[str, Any]:
         # Whether a key is set, never the key.
-        return {"fal_key_set": self._fal_key is not None, "faults": self.faults.to_json()}
+        return {
+            "fal_key_set": self._fal_key is not None,
+            "faults": self.faults.to_json(),
+            "webhook_drop_rate": self._webhooks.drop_rate,
+        }
+
+    # --- webhooks ---
+
+    def webhook_jwks(self) -> dict[str, Any]:
+        """The webhook signing keys as served at ``/_emulator/jwks.json``, oldest first."""
+        return self._webhooks.keyring.jwks()
+
+    def rotate_webhook_key(self) -> dict[str, str]:
+        """Add a signing key (the JWKS then lists it too) and sign every attempt from now on
+        with it; returns its JWK."""
+        key = self._webhooks.keyring.rotate()
+        _log.info("emulator_webhook_key_rotated", kid=key.kid)
+        return key.jwk()
+
+    async def webhooks_settled(self) -> None:
+        """Wait until no webhook delivery is pending: each delivered, given up or stopped.
+
+        Advances the simulation first, so jobs already due count. Jobs still running are not
+        waited for."""
+        self._tick()
+        await self._webhooks.settled()
 
     def stats(self, *, include_jobs: bool = False) -> dict[str, Any]:
         """The body of ``GET /_emulator/stats``; with ``include_jobs`` every submission too."""
@@ -207,9 +267,12 @@ class FalEmulator:
             "cancelled": counters.outcomes[Outcome.CANCELLED],
             "outcomes": outcomes,
             "faults": {kind: dict(counts) for kind, counts in self._faults.items()},
+            "webhooks": self._webhooks.stats(),
         }
         if include_jobs:
-            stats["jobs"] = [_job_record(job) for job in self._sim.jobs()]
+            stats["jobs"] = [
+                _job_record(job, self._webhooks.lookup(job.request_id)) for job in self._sim.jobs()
+            ]
         return stats
 
     # --- the simulation's clock ---
@@ -218,7 +281,13 @@ class FalEmulator:
         now = time.monotonic()
         if self._sim.advance(now):
             self._pulse()
+        self._dispatch_webhooks()
         return now
+
+    def _dispatch_webhooks(self) -> None:
+        """Hand the jobs that completed with a webhook to the sender."""
+        for job in self._sim.drain_completed():
+            self._webhooks.completed(job)
 
     def _pulse(self) -> None:
         self._changed.set()
@@ -361,6 +430,9 @@ class FalEmulator:
             low_priority=is_low_priority(request.headers.get("X-Fal-Queue-Priority")),
             model_error_status=None if fate is None else fate.model_status,
         )
+        if job.webhook:
+            self._webhooks.register(job.request_id, job.webhook, base_url)
+            self._dispatch_webhooks()  # an invalid input completes at once
         if fate is not None and job.plan.model_fault:
             self._record_fault("result", fate, job)
         if fault is not None:
@@ -414,6 +486,7 @@ class FalEmulator:
         if self._lookup(route) is None:
             return self._respond("cancel", cancel_reply(CancelOutcome.NOT_FOUND))
         outcome = self._sim.cancel(route.request_id, time.monotonic())
+        self._dispatch_webhooks()
         if outcome is CancelOutcome.REQUESTED:
             _log.debug("emulator_job_cancelled", request_id=route.request_id)
             self._pulse()
@@ -465,11 +538,20 @@ class FalEmulator:
         include_jobs = logs_requested(request.query.get("jobs"))
         return web.json_response(self.stats(include_jobs=include_jobs))
 
+    async def _handle_jwks(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.webhook_jwks())
+
+    async def _handle_rotate(self, _request: web.Request) -> web.Response:
+        """Rotate the webhook signing key; answers the new JWKS."""
+        self.rotate_webhook_key()
+        return web.json_response(self.webhook_jwks())
+
     async def _handle_get_config(self, _request: web.Request) -> web.Response:
         return web.json_response(self._runtime_view())
 
     async def _handle_post_config(self, request: web.Request) -> web.Response:
-        """``{"fal_key": str | null, "faults": <Faults.from_json> | null}``; keys left out stay.
+        """``{"fal_key": str | null, "faults": <Faults.from_json> | null, "webhook_drop_rate":
+        number}``; keys left out stay.
 
         Answers the settings now in force (whether a key is set, never the key), or 400.
         """
@@ -478,8 +560,8 @@ class FalEmulator:
         except (ValueError, RecursionError):
             return web.json_response({"detail": "Request body is not valid JSON"}, status=400)
         try:
-            fal_key, faults = _runtime_settings(body)
-            self.reconfigure(fal_key=fal_key, faults=faults)
+            fal_key, faults, drop_rate = _runtime_settings(body)
+            self.reconfigure(fal_key=fal_key, faults=faults, webhook_drop_rate=drop_rate)
         except ValueError as exc:
             return web.json_response({"detail": str(exc)}, status=400)
         return web.json_response(self._runtime_view())
@@ -497,22 +579,28 @@ class FalEmulator:
 
 def _runtime_settings(
     body: object,
-) -> tuple[str | Literal[_Unset.UNSET] | None, Faults | Literal[_Unset.UNSET] | None]:
-    """The ``fal_key`` and ``faults`` of a ``POST /_emulator/config`` body (UNSET: left out)."""
+) -> tuple[
+    str | Literal[_Unset.UNSET] | None,
+    Faults | Literal[_Unset.UNSET] | None,
+    float | Literal[_Unset.UNSET],
+]:
+    """The ``fal_key``, ``faults`` and ``webhook_drop_rate`` of a ``POST /_emulator/config``
+    body (UNSET: left out)."""
     # ValueError throughout, not TypeError: every bad body is the same 400.
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")  # noqa: TRY004
-    unknown = set(body) - {"fal_key", "faults"}
+    unknown = set(body) - {"fal_key", "faults", "webhook_drop_rate"}
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
     fal_key = body.get("fal_key", UNSET)
     if not (fal_key is UNSET or fal_key is None or isinstance(fal_key, str)):
         raise ValueError("fal_key must be a string or null")
     faults = Faults.from_json(body["faults"]) if "faults" in body else UNSET
-    return fal_key, faults
+    drop_rate = check_drop_rate(body["webhook_drop_rate"]) if "webhook_drop_rate" in body else UNSET
+    return fal_key, faults, drop_rate
 
 
-def _job_record(job: Job) -> dict[str, Any]:
+def _job_record(job: Job, delivery: Delivery | None) -> dict[str, Any]:
     return {
         "request_id": job.request_id,
         "endpoint": job.endpoint,
@@ -528,6 +616,8 @@ def _job_record(job: Job) -> dict[str, Any]:
         "planned_outcome": job.plan.outcome.value,
         "in_flight": job.in_flight,
         "faults": {endpoint: dict(counts) for endpoint, counts in job.faults.items()},
+        # {"state", "attempts"} when the submit asked for a webhook (see ``webhooks``).
+        "webhook_delivery": None if delivery is None else delivery.to_json(),
     }
 
 
@@ -562,6 +652,11 @@ async def serve(config: EmulatorConfig, host: str, port: int) -> None:
             seed=config.seed,
             faults=config.faults.spec() or None,
             auth="fixed key" if config.fal_key is not None else "any key",
+            jwks_url=emulator.jwks_url,
+            webhook_kid=emulator.webhook_jwks()["keys"][-1]["kid"],
+            webhook_user_id=config.webhook_user_id,
+            webhook_retry_delays=list(config.webhook_retry_delays),
+            webhook_drop_rate=config.webhook_drop_rate,
         )
         await asyncio.Event().wait()
     finally:
