@@ -14,6 +14,7 @@ import pytest
 
 from service.emulator.config import EmulatorConfig
 from service.emulator.faults import Faults
+from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,
     committed_and_end,
@@ -169,3 +170,69 @@ async def test_deadlines(topics: Topics) -> None:
     assert "deadline" in got["runs-out"]["error"]["message"]
     assert stats["submissions"] == 1
     assert stats["calls"]["cancel"]["total"] == 1
+
+
+WATCH_CASES = [
+    request("w-ok-1"),
+    request("w-ok-2", "slow one [emulator:run=0.6]"),
+    request("w-error", "a pumpkin [emulator:job-error]"),
+    request("w-422", input={"image_url": "https://cdn.example.invalid/f.png", "prompt": "p"}),
+    request("w-500", "a pumpkin [emulator:result-500]"),
+]
+EXPECTED = {
+    "w-ok-1": ("succeeded", None),
+    "w-ok-2": ("succeeded", None),
+    "w-error": ("failed", "fal_failed"),
+    "w-422": ("failed", "fal_rejected"),
+    "w-500": ("failed", "fal_failed"),
+}
+
+
+@pytest.mark.parametrize("mode", ["poll", "stream", "webhook"])
+async def test_every_watch_mode_gives_the_same_results(topics: Topics, mode: str) -> None:
+    """The same requests end the same way whichever way jobs are watched; in webhook mode
+    half the webhooks are lost and the safety-net poll finds those jobs, and an unsigned call
+    to the webhook endpoint is refused."""
+    config = EmulatorConfig(
+        run_time=(0.05, 0.2), seed=5, webhook_drop_rate=0.5, webhook_retry_delays=(0.05,)
+    )
+    port = free_port()
+    async with emulator_running(config) as fal:
+        extra = {"RELAY_WATCH_MODE": mode}
+        if mode == "webhook":
+            extra |= {
+                "RELAY_HTTP_PORT": str(port),
+                "RELAY_WEBHOOK_URL": f"http://127.0.0.1:{port}/fal/webhook",
+                "FAL_JWKS_URL": f"{fal.base_url}/_emulator/jwks.json",
+                "RELAY_WEBHOOK_SAFETY_POLL_S": "0.5",
+            }
+        async with relay_running(relay_settings(topics, fal.base_url, **extra)) as relay:
+            await produce(topics.bootstrap, topics.requests, WATCH_CASES)
+            got = events(await consume(topics.bootstrap, topics.results, 5, within=60))
+            registry = relay.metrics.registry
+            polls = registry.get_sample_value(
+                "lynx_relay_fal_http_requests_total", {"endpoint": "status", "status_class": "2xx"}
+            )
+            streams = registry.get_sample_value(
+                "lynx_relay_fal_http_requests_total", {"endpoint": "stream", "status_class": "2xx"}
+            )
+            unsigned = None
+            if mode == "webhook":
+                async with httpx.AsyncClient() as http:
+                    unsigned = await http.post(
+                        f"http://127.0.0.1:{relay.ops_port}/fal/webhook",
+                        json={"request_id": "x", "status": "OK", "payload": {}},
+                    )
+        stats = fal.stats()
+    outcome = {
+        rid: (e["status"], e["error"]["code"] if e["error"] else None) for rid, e in got.items()
+    }
+    assert outcome == EXPECTED
+    assert stats["submissions"] == 5
+    if mode == "stream":
+        assert (polls, streams) == (None, 5)  # one stream per job, no polling at all
+    if mode == "webhook":
+        assert unsigned is not None
+        assert unsigned.status_code == 401
+        assert stats["webhooks"]["delivered"] >= 1
+        assert stats["webhooks"]["dropped"] >= 1  # and the safety net found those jobs
