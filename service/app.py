@@ -113,6 +113,7 @@ class RelayService:
                 endpoint=s.fal_endpoint,
                 metrics=self.metrics,
                 webhook_url=s.relay_webhook_url if webhook_mode else None,
+                with_logs=s.relay_progress_topic is not None,
             )
             webhooks = None
             if webhook_mode:
@@ -155,6 +156,9 @@ class RelayService:
                     commit_interval=s.relay_commit_interval_s,
                     watch_mode=s.relay_watch_mode,
                     webhook_safety_poll=s.relay_webhook_safety_poll_s,
+                    progress=s.relay_progress_topic is not None,
+                    progress_min_interval=s.relay_progress_min_interval_s,
+                    progress_max_logs=s.relay_progress_max_logs,
                 ),
             )
             async with self._kafka_started("admin client"):

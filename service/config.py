@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     relay_group_instance_id: str | None = None
     relay_session_timeout_s: float | None = Field(default=None, ge=6, le=1800)
     relay_price_per_video_second: float = Field(default=0.60, ge=0)
+    relay_progress_topic: str | None = Field(default=None, min_length=1)
+    relay_progress_min_interval_s: float = Field(default=1.0, ge=0.1, le=3600)
+    relay_progress_max_logs: int = Field(default=50, ge=0, le=10_000)
     relay_watch_mode: Literal["poll", "stream", "webhook"] = "poll"
     relay_webhook_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
     relay_webhook_safety_poll_s: float = Field(default=60.0, gt=0, le=3600)
@@ -88,6 +91,7 @@ class Settings(BaseSettings):
         "relay_jobs_topic_replication",
         "relay_session_timeout_s",
         "relay_webhook_url",
+        "relay_progress_topic",
         mode="before",
     )
     @classmethod

@@ -219,6 +219,28 @@ class ResultEvent(BaseModel):
         return self.model_dump_json().encode()
 
 
+class ProgressLog(BaseModel):
+    message: str
+    level: str | None = None
+    timestamp: str | None = None
+
+
+class ProgressEvent(BaseModel):
+    """Optional progress of a job (RELAY_PROGRESS_TOPIC), keyed by request_id: ``queued``
+    (with its queue position), ``started``, ``log`` (one of fal's log lines). Bounded per job;
+    best effort (a lost progress event is never retried at the cost of results)."""
+
+    request_id: str
+    fal_request_id: str | None = None
+    event: Literal["queued", "started", "log"]
+    queue_position: int | None = None
+    log: ProgressLog | None = None
+    at: Timestamp
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
 # --- decoding raw bytes --------------------------------------------------------------------
 
 RejectReason = Literal[

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from service.core.ledger import LedgerEntry
 from service.core.offsets import Partition
-from service.messages import ResultEvent
+from service.messages import ProgressEvent, ResultEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,9 @@ class Outbox(Protocol):
     async def flush(self) -> None:
         """Return once every write asked for so far has landed or failed."""
 
+    def progress(self, event: ProgressEvent) -> None:
+        """Best effort, not awaited: a progress event rides along in the next transaction."""
+
 
 class LedgerFeed(Protocol):
     async def catch_up(self) -> None:
@@ -100,12 +103,20 @@ class FalJobHandle:
 
 
 @dataclass(frozen=True, slots=True)
+class FalLogLine:
+    message: str
+    level: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FalStatus:
     phase: FalPhase
     queue_position: int | None = None
     error: str | None = None
     error_type: str | None = None
     inference_time: float | None = None
+    logs: tuple[FalLogLine, ...] = ()  # all of the job's lines so far, when asked for
 
 
 @dataclass(frozen=True, slots=True)

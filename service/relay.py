@@ -33,11 +33,14 @@ from service.core.jobs import Job, JobBook, JobEvent, JobState
 from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 from service.core.offsets import OffsetBook, Partition, commit_due
 from service.core.polling import PollSchedule, RunTimes
+from service.core.progress import ProgressGate
 from service.errors import FalError, FalTimeout, FalUnauthorized, FalUnavailable, RelayError
 from service.logs import get_logger
 from service.messages import (
     CancelRequest,
     ErrorInfo,
+    ProgressEvent,
+    ProgressLog,
     Rejection,
     ResultEvent,
     Timings,
@@ -76,6 +79,9 @@ class RelayConfig:
     ledger_expiry_interval: float = 60.0
     watch_mode: Literal["poll", "stream", "webhook"] = "poll"
     webhook_safety_poll: float = 60.0
+    progress: bool = False
+    progress_min_interval: float = 1.0
+    progress_max_logs: int = 50
 
     @property
     def max_unfinished(self) -> int:
@@ -125,6 +131,7 @@ class Relay:
         self._shapes: dict[str, str] = {}  # request_id -> the job's shape, for RunTimes
         self._run_times = RunTimes()
         self._webhooks = _Webhooks()
+        self._progress: dict[str, tuple[ProgressGate, list[int]]] = {}  # gate, logs seen
         self.fal_key_refused = False
         self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
         self._wake = asyncio.Event()
@@ -421,6 +428,7 @@ class Relay:
         """Let go of a job; its record, if it was fetched (its offset then waits on us)."""
         self._cancels.discard(rid)
         self._shapes.pop(rid, None)
+        self._progress.pop(rid, None)
         if rid in self._book:
             self._book.release(rid)
         return self._attached.pop(rid, None)
@@ -587,6 +595,8 @@ class Relay:
     def _note(self, rid: str, status: FalStatus) -> bool:
         """Apply a status to the job; True once it is completed."""
         now = self._clock.now()
+        if self._config.progress:
+            self._report_progress(rid, status, now)
         if status.phase is FalPhase.QUEUED:
             self._book.advance(rid, JobEvent.QUEUED, now, queue_position=status.queue_position)
             return False
@@ -595,6 +605,47 @@ class Relay:
             return False
         self._book.advance(rid, JobEvent.COMPLETED, now, inference_time=status.inference_time)
         return True
+
+    def _report_progress(self, rid: str, status: FalStatus, now: datetime) -> None:
+        """Progress events for a status, as many as the job's gate lets through."""
+        cfg = self._config
+        gate, seen = self._progress.setdefault(
+            rid, (ProgressGate(cfg.progress_min_interval, cfg.progress_max_logs), [0])
+        )
+        job = self._book.get(rid)
+        fal_id = job.fal_request_id if job else None
+        tick = self._clock.monotonic()
+        out: list[ProgressEvent] = []
+        if status.phase is FalPhase.QUEUED and gate.queued(status.queue_position, tick):
+            out.append(
+                ProgressEvent(
+                    request_id=rid,
+                    fal_request_id=fal_id,
+                    event="queued",
+                    queue_position=status.queue_position,
+                    at=now,
+                )
+            )
+        if status.phase is not FalPhase.QUEUED and gate.started():
+            out.append(
+                ProgressEvent(request_id=rid, fal_request_id=fal_id, event="started", at=now)
+            )
+        fresh = status.logs[seen[0] :]  # fal sends all of a job's lines so far each time
+        seen[0] = len(status.logs)
+        for line in fresh[: gate.logs(len(fresh), tick)]:
+            out.append(
+                ProgressEvent(
+                    request_id=rid,
+                    fal_request_id=fal_id,
+                    event="log",
+                    at=now,
+                    log=ProgressLog(
+                        message=line.message, level=line.level, timestamp=line.timestamp
+                    ),
+                )
+            )
+        for event in out:
+            self._outbox.progress(event)
 
     async def _poll_once(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus | None:
         try:

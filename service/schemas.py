@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.messages import CancelRequest, ResultEvent, VideoRequest
+from service.messages import CancelRequest, ProgressEvent, ResultEvent, VideoRequest
 
 _SCHEMA_BASE = "urn:lynx-relay:schemas:v1:"
 
@@ -20,6 +20,7 @@ def schemas() -> dict[str, dict[str, Any]]:
     for name, schema in (
         ("request.schema.json", VideoRequest.model_json_schema(mode="validation")),
         ("cancel.schema.json", CancelRequest.model_json_schema(mode="validation")),
+        ("progress-event.schema.json", ProgressEvent.model_json_schema(mode="serialization")),
         ("result-event.schema.json", ResultEvent.model_json_schema(mode="serialization")),
     ):
         out[name] = {

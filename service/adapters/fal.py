@@ -33,7 +33,14 @@ from service.errors import (
     FalUnavailable,
 )
 from service.metrics import RelayMetrics, status_class
-from service.ports import FalJobHandle, FalOutput, FalPhase, FalStatus, SubmitOptions
+from service.ports import (
+    FalJobHandle,
+    FalLogLine,
+    FalOutput,
+    FalPhase,
+    FalStatus,
+    SubmitOptions,
+)
 
 _PHASES = {phase.value: phase for phase in FalPhase}
 
@@ -55,8 +62,11 @@ class FalQueue:
         attempts: int = 5,
         retry_timeout: float = 60.0,
         webhook_url: str | None = None,
+        with_logs: bool = False,
     ) -> None:
         self._http = http
+        # fal's log lines are asked for only when someone reads them (progress events).
+        self._logs = "1" if with_logs else "0"
         self._submit_url = f"{base_url.rstrip('/')}/{endpoint.strip('/')}"
         # fal POSTs the job's outcome there when it completes (RELAY_WATCH_MODE=webhook).
         self._submit_params = {"fal_webhook": webhook_url} if webhook_url else None
@@ -91,7 +101,7 @@ class FalQueue:
             raise FalUnavailable(f"fal's submit answer lacks {exc}", retryable=False) from None
 
     async def status(self, job: FalJobHandle) -> FalStatus:
-        body = await self._idempotent("status", "GET", job.status_url, params={"logs": "0"})
+        body = await self._idempotent("status", "GET", job.status_url, params={"logs": self._logs})
         return _status_from(body)
 
     async def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
@@ -102,7 +112,7 @@ class FalQueue:
             async with self._http.stream(
                 "GET",
                 url,
-                params={"logs": "0"},
+                params={"logs": self._logs},
                 headers={"Accept": "text/event-stream"},
                 # fal sends a keep-alive comment every 15 s; silence beyond that is a drop.
                 timeout=httpx.Timeout(30.0, read=45.0),
@@ -233,12 +243,22 @@ def _status_from(body: dict[str, Any]) -> FalStatus:
     metrics = body.get("metrics")
     inference = metrics.get("inference_time") if isinstance(metrics, dict) else None
     position = body.get("queue_position")
+    logs = body.get("logs")
     return FalStatus(
         phase=phase,
         queue_position=position if isinstance(position, int) else None,
         error=_opt_str(body.get("error")),
         error_type=_opt_str(body.get("error_type")),
         inference_time=float(inference) if isinstance(inference, int | float) else None,
+        logs=tuple(
+            FalLogLine(
+                message=str(line.get("message", ""))[:2000],
+                level=_opt_str(line.get("level")),
+                timestamp=_opt_str(line.get("timestamp")),
+            )
+            for line in (logs if isinstance(logs, list) else [])
+            if isinstance(line, dict)
+        ),
     )
 
 

@@ -23,7 +23,7 @@ from service.config import Settings
 from service.core.ledger import LedgerEntry
 from service.core.offsets import Partition
 from service.logs import get_logger
-from service.messages import ResultEvent
+from service.messages import ProgressEvent, ResultEvent
 from service.metrics import RelayMetrics
 from service.ports import AssignmentListener, InboundRecord
 
@@ -181,6 +181,7 @@ class KafkaOutbox:
         self._results = settings.relay_results_topic
         self._dead_letters = settings.relay_dead_letter_topic
         self._ledger = settings.relay_jobs_topic
+        self._progress = settings.relay_progress_topic
         self._transactional_id = transactional_id
         self._writer = writer
         self._queue: list[tuple[list[_Out], asyncio.Future[None]]] = []
@@ -261,6 +262,18 @@ class KafkaOutbox:
             out.append(_Out(self._results, event.request_id.encode(), event.to_bytes()))
         out.append(self._ledger_record(entry))
         await self._write(out)
+
+    def progress(self, event: ProgressEvent) -> None:
+        if self._progress is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Nobody awaits it: retrieve a failure so it is not reported as never retrieved.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append(
+            ([_Out(self._progress, event.request_id.encode(), event.to_bytes())], done)
+        )
+        self._idle.clear()
+        self._wake.set()
 
     # --- group commit ---------------------------------------------------------------------
 

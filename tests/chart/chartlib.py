@@ -310,6 +310,7 @@ SCENARIOS: dict[str, Values] = {
                 "pricePerVideoSecond": 0.65,
                 "staticMembership": False,
                 "watchMode": "webhook",
+                "progressTopic": "lynx.progress",
                 "webhookUrl": "https://relay.example.com/fal/webhook",
             },
         },

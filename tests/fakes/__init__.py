@@ -15,9 +15,10 @@ from typing import Any
 from service.core.ledger import LedgerEntry, LedgerView
 from service.core.offsets import Partition
 from service.errors import FalJobFailed, FalUnauthorized, FalUnavailable
-from service.messages import ResultEvent
+from service.messages import ProgressEvent, ResultEvent
 from service.ports import (
     FalJobHandle,
+    FalLogLine,
     FalOutput,
     FalPhase,
     FalStatus,
@@ -111,6 +112,7 @@ class FakeOutbox:
     results: list[ResultEvent] = field(default_factory=list)
     dead_letters: list[tuple[InboundRecord, str, str]] = field(default_factory=list)
     ledger: list[LedgerEntry] = field(default_factory=list)
+    progress_events: list[ProgressEvent] = field(default_factory=list)
     failures_to_inject: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -146,6 +148,9 @@ class FakeOutbox:
 
     async def flush(self) -> None:
         await asyncio.sleep(0)
+
+    def progress(self, event: ProgressEvent) -> None:
+        self.progress_events.append(event)
 
     async def wait_for(self, results: int, dead_letters: int = 0) -> None:
         async with asyncio.timeout(10):
@@ -236,7 +241,14 @@ class FakeFal:
         self.polls[job.request_id] += 1
         prompt = self.plan[job.request_id]
         needed = int(prompt.split("polls=")[1].split()[0]) if "polls=" in prompt else 1
-        if "hold" in prompt or self.polls[job.request_id] < needed:
+        polls = self.polls[job.request_id]
+        if "chatty" in prompt and polls < needed:
+            # Queued once, then running with a growing log, like fal with logs=1.
+            if polls == 1:
+                return FalStatus(FalPhase.QUEUED, queue_position=3)
+            lines = tuple(FalLogLine(f"step {k}") for k in range(polls * 2))
+            return FalStatus(FalPhase.RUNNING, logs=lines)
+        if "hold" in prompt or polls < needed:
             return FalStatus(FalPhase.RUNNING)
         return FalStatus(FalPhase.COMPLETED, inference_time=0.5)
 

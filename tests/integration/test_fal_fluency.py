@@ -236,3 +236,36 @@ async def test_every_watch_mode_gives_the_same_results(topics: Topics, mode: str
         assert unsigned.status_code == 401
         assert stats["webhooks"]["delivered"] >= 1
         assert stats["webhooks"]["dropped"] >= 1  # and the safety net found those jobs
+
+
+async def test_progress_events_reach_their_topic(topics: Topics) -> None:
+    """With RELAY_PROGRESS_TOPIC set: queued (with a position), started, and fal's log lines,
+    keyed by request_id, bounded by RELAY_PROGRESS_MAX_LOGS."""
+    progress_topic = f"{topics.requests}-progress"
+    config = EmulatorConfig(run_time=(1.0, 1.0), max_concurrent=1)
+    async with emulator_running(config) as fal:
+        settings = relay_settings(
+            topics,
+            fal.base_url,
+            RELAY_PROGRESS_TOPIC=progress_topic,
+            RELAY_PROGRESS_MIN_INTERVAL_S="0.1",
+            RELAY_PROGRESS_MAX_LOGS="3",
+        )
+        async with relay_running(settings):
+            await produce(
+                topics.bootstrap, topics.requests, [request("p-1"), request("p-2")], partition=0
+            )
+            await consume(topics.bootstrap, topics.results, 2, within=60)
+    records = await consume_all(topics.bootstrap, progress_topic)
+    by_request: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        body = json.loads(record.value)
+        assert record.key == body["request_id"].encode()
+        by_request[body["request_id"]].append(body)
+    for rid in ("p-1", "p-2"):
+        kinds = [e["event"] for e in by_request[rid]]
+        assert kinds.count("started") == 1
+        assert 1 <= kinds.count("log") <= 3
+    assert any(
+        e["event"] == "queued" and e["queue_position"] is not None for e in by_request["p-2"]
+    )  # it waited behind p-1

@@ -374,3 +374,29 @@ async def test_webhook_mode_takes_the_result_from_the_webhook_and_polls_as_a_saf
     assert (events["hooked"].video.url, events["hooked"].seed) == ("https://v/hooked.mp4", 7)
     assert events["lost-hook"].status == "succeeded"
     assert fal.results_fetched == 1  # only the job whose webhook was lost
+
+
+async def test_progress_events_are_published_but_bounded() -> None:
+    """queued (with its position), started, and new log lines, but never more log lines
+    than the cap, whatever fal sends."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("chatty", "chatty polls=30"))
+    async with running(
+        inbox, outbox, fal, progress=True, progress_min_interval=0.01, progress_max_logs=7
+    ):
+        await outbox.wait_for(results=1)
+    kinds = [e.event for e in outbox.progress_events]
+    assert kinds[:2] == ["queued", "started"]
+    assert outbox.progress_events[0].queue_position == 3
+    logs = [e.log.message for e in outbox.progress_events if e.log is not None]
+    assert len(logs) == 7
+    assert logs == sorted(set(logs), key=logs.index)  # each line once, in order
+    assert {e.fal_request_id for e in outbox.progress_events} == {"fal-0"}
+
+
+async def test_no_progress_events_unless_asked_for() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("quiet", "chatty polls=5"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+    assert outbox.progress_events == []

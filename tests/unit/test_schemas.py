@@ -57,4 +57,5 @@ def test_both_schemas_are_generated() -> None:
         "request.schema.json",
         "cancel.schema.json",
         "result-event.schema.json",
+        "progress-event.schema.json",
     }
