@@ -12,6 +12,7 @@ setup:  ## install uv if missing, the locked environment, and the Kafka jars
 	  || python3 -m pip install --quiet uv
 	$(UV) sync --locked
 	scripts/kafka fetch
+	scripts/prometheus fetch
 
 lint: setup  ## ruff, mypy --strict, import contracts, schemas up to date
 	$(UV) run ruff check .

@@ -149,6 +149,51 @@ class RelayMetrics:
         self.rebalances = Counter(
             p + "rebalances", "Partition assignment changes seen by this replica.", registry=r
         )
+        zero_series(self)
+
+
+REJECT_REASONS = (
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "missing_request_id",
+    "invalid_request_id",
+    "schema",
+)
+RESULT_SERIES = (
+    ("succeeded", "none"),
+    *(
+        ("failed", code)
+        for code in (
+            "invalid_request",
+            "fal_rejected",
+            "fal_failed",
+            "fal_unavailable",
+            "timeout",
+            "unauthorized",
+            "result_expired",
+            "internal_error",
+        )
+    ),
+    ("cancelled", "cancelled"),
+)
+FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel")
+STATUS_CLASSES = ("2xx", "4xx", "5xx", "error")
+TOPIC_KINDS = ("results", "dead_letter", "ledger")
+
+
+def zero_series(metrics: RelayMetrics) -> None:
+    """Create every labelled series at 0, so rate() and increase() see the first event of
+    each (a series that appears at 1 has no increase to show)."""
+    for reason in REJECT_REASONS:
+        metrics.requests_rejected.labels(reason)
+    for status, code in RESULT_SERIES:
+        metrics.results.labels(status, code)
+    for endpoint in FAL_ENDPOINTS:
+        for cls in STATUS_CLASSES:
+            metrics.fal_http.labels(endpoint, cls)
+    for kind in TOPIC_KINDS:
+        metrics.publish_failures.labels(kind)
 
 
 def status_class(status: int | None) -> str:
