@@ -10,6 +10,14 @@ IN_PROGRESS for its run time, then COMPLETED with an ``Outcome``. Cancelling mov
 running job straight to COMPLETED (``client_cancelled``). ``result_ttl`` after completion it is
 EXPIRED: the queue answers 404 for it, as fal forgets results.
 
+A start timeout (the submit's ``X-Fal-Request-Timeout`` or ``X-Fal-Request-Start-Timeout``, read
+by ``wire.start_timeout``) is a deadline to *start*: a job still IN_QUEUE ``start_timeout``
+seconds after its submit (queue wait not over, or no free slot) never runs. It goes straight to
+COMPLETED with the outcome ``start_timeout`` (fal's ``request_timeout``, a 504 answered as the
+user's own timeout), leaves the queue and, having never held a slot, frees none. A job that
+starts exactly at its deadline has started in time: at equal times a finish and a queue wait's
+end (and the starts they allow) come before a deadline. A job that started is never affected.
+
 ``Simulation`` is a discrete-event simulation with no I/O and no clock of its own: every method
 takes ``now`` (monotonic seconds). ``advance(now)`` replays the events due up to ``now`` in time
 order, each at its own time, so the state is the same whether it is called once late or many
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 import random
 import re
 from bisect import bisect_left
@@ -56,12 +65,14 @@ class Event(enum.Enum):
     START = "start"
     FINISH = "finish"
     CANCEL = "cancel"
+    START_TIMEOUT = "start_timeout"  # still queued at the submit's start deadline
     EXPIRE = "expire"
 
 
 TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (Phase.IN_QUEUE, Event.START): Phase.IN_PROGRESS,
     (Phase.IN_QUEUE, Event.CANCEL): Phase.COMPLETED,
+    (Phase.IN_QUEUE, Event.START_TIMEOUT): Phase.COMPLETED,
     (Phase.IN_PROGRESS, Event.FINISH): Phase.COMPLETED,
     (Phase.IN_PROGRESS, Event.CANCEL): Phase.COMPLETED,
     (Phase.COMPLETED, Event.EXPIRE): Phase.EXPIRED,
@@ -92,10 +103,16 @@ class Outcome(enum.Enum):
     JOB_ERROR = "job_error"  # runner_disconnected: fal's infrastructure failed the job
     MODEL_ERROR = "model_error"  # the app answered 500 without an error in the status
     CANCELLED = "cancelled"
+    START_TIMEOUT = "start_timeout"  # request_timeout: not started by the submit's deadline
 
     @property
     def failed(self) -> bool:
-        return self in (Outcome.INVALID_INPUT, Outcome.JOB_ERROR, Outcome.MODEL_ERROR)
+        return self in (
+            Outcome.INVALID_INPUT,
+            Outcome.JOB_ERROR,
+            Outcome.MODEL_ERROR,
+            Outcome.START_TIMEOUT,
+        )
 
 
 # --- what a submit decides -------------------------------------------------------------------
@@ -305,6 +322,9 @@ class Job:
     submitted_wall: float  # epoch seconds at submit, to turn monotonic times into timestamps
     plan: Plan
     eligible_at: float
+    # Seconds after submit by which the job must have started (None: no deadline), and when.
+    start_timeout: float | None = None
+    start_deadline: float | None = None
     phase: Phase = Phase.IN_QUEUE
     outcome: Outcome | None = None
     started_at: float | None = None
@@ -339,6 +359,8 @@ class Counters:
 
 
 _NORMAL, _LOW = 0, 1
+# The kinds of timed event ``advance`` replays, in the order they take at equal times.
+_FINISH, _ELIGIBLE, _DEADLINE = 0, 1, 2
 _Key = TypeVar("_Key", int, float)
 
 
@@ -354,6 +376,7 @@ class Simulation:
         self._waiting: list[tuple[float, int, Job]] = []  # queued, queue wait not over yet
         self._ready: list[tuple[int, int, Job]] = []  # queued, may start when a slot frees
         self._running: list[tuple[float, int, Job]] = []  # by finish time
+        self._deadlines: list[tuple[float, int, Job]] = []  # queued with a start timeout
         self._expiring: list[tuple[float, int, Job]] = []  # completed, by end of retention
         # Sorted seqs of the queued jobs of each priority, for queue positions by bisection.
         self._queued: tuple[list[int], list[int]] = ([], [])
@@ -378,12 +401,17 @@ class Simulation:
         webhook: str | None,
         low_priority: bool,
         model_error_status: int | None = None,
+        start_timeout: float | None = None,
     ) -> tuple[Job, int]:
         """Enqueue a job; returns it and its queue position at submission.
 
         ``model_error_status`` (500 or 503) injects a model error into a job that would
-        otherwise succeed; the plan's draws are the same either way.
+        otherwise succeed; the plan's draws are the same either way. ``start_timeout``
+        (positive seconds) is the deadline to start, after which a still queued job completes
+        as ``start_timeout`` without running. Raises ``ValueError`` for a bad ``start_timeout``.
         """
+        if start_timeout is not None and not (math.isfinite(start_timeout) and start_timeout > 0):
+            raise ValueError(f"start_timeout must be positive seconds, got {start_timeout!r}")
         plan = plan_job(body, self._config, self._rng)
         if model_error_status is not None:
             plan = with_model_fault(plan, model_error_status)
@@ -402,10 +430,14 @@ class Simulation:
             submitted_wall=wall,
             plan=plan,
             eligible_at=now + plan.queue_wait,
+            start_timeout=start_timeout,
+            start_deadline=None if start_timeout is None else now + start_timeout,
         )
         self._jobs[request_id] = job
         self._queued[self._rank(job)].append(job.seq)  # seqs grow, so appending keeps it sorted
         heapq.heappush(self._waiting, (job.eligible_at, job.seq, job))
+        if job.start_deadline is not None:
+            heapq.heappush(self._deadlines, (job.start_deadline, job.seq, job))
         counters = self.counters
         counters.submissions += 1
         counters.submissions_by_endpoint[endpoint] = (
@@ -446,29 +478,45 @@ class Simulation:
             self._end_in_flight(job)
 
     def advance(self, now: float) -> list[Job]:
-        """Replay every event due by ``now`` at its own time; returns the jobs that changed."""
+        """Replay every event due by ``now`` at its own time; returns the jobs that changed.
+
+        At equal times a finish comes first, then a queue wait's end, then a start deadline, so
+        a job that can start at its deadline does.
+        """
         changed: list[Job] = []
         while True:
-            finish_at = self._peek(self._running, Phase.IN_PROGRESS)
-            eligible_at = self._peek(self._waiting, Phase.IN_QUEUE)
-            if finish_at is None and eligible_at is None:
+            due = [
+                (at, order)
+                for order, at in enumerate(
+                    (
+                        self._peek(self._running, Phase.IN_PROGRESS),
+                        self._peek(self._waiting, Phase.IN_QUEUE),
+                        self._peek(self._deadlines, Phase.IN_QUEUE),
+                    )
+                )
+                if at is not None
+            ]
+            if not due:
                 break
-            if eligible_at is None or (finish_at is not None and finish_at <= eligible_at):
-                assert finish_at is not None
-                if finish_at > now:
-                    break
+            at, order = min(due)
+            if at > now:
+                break
+            if order == _FINISH:
                 _, _, job = heapq.heappop(self._running)
                 self.counters.running -= 1
-                outcome = job.plan.outcome
-                self._complete(job, Event.FINISH, outcome, finish_at)
+                self._complete(job, Event.FINISH, job.plan.outcome, at)
                 changed.append(job)
-                at = finish_at
-            else:
-                if eligible_at > now:
-                    break
+            elif order == _ELIGIBLE:
                 _, _, job = heapq.heappop(self._waiting)
                 heapq.heappush(self._ready, (self._rank(job), job.seq, job))
-                at = eligible_at
+            else:
+                assert order == _DEADLINE
+                # Never started, so it holds no slot: it only leaves the queue.
+                _, _, job = heapq.heappop(self._deadlines)
+                self._unqueue(job)
+                self._complete(job, Event.START_TIMEOUT, Outcome.START_TIMEOUT, at)
+                changed.append(job)
+                continue
             changed.extend(self._fill(at))
         while self._expiring and self._expiring[0][0] <= now:
             _, _, job = heapq.heappop(self._expiring)
@@ -507,6 +555,7 @@ class Simulation:
             for t in (
                 self._peek(self._running, Phase.IN_PROGRESS),
                 self._peek(self._waiting, Phase.IN_QUEUE),
+                self._peek(self._deadlines, Phase.IN_QUEUE),
                 self._peek(self._expiring, Phase.COMPLETED),
             )
             if t is not None

@@ -67,6 +67,7 @@ from service.emulator.wire import (
     rate_limited_reply,
     record_headers,
     result_reply,
+    start_timeout,
     status_reply,
     submit_reply,
 )
@@ -405,7 +406,14 @@ class FalEmulator:
         self, request: web.Request, route: QueueRoute, base_url: str, fault: FaultKind | None
     ) -> web.Response:
         """Create the job and answer; with ``lost-answer`` the answer is lost (connection
-        dropped) whatever it would have been, job or not."""
+        dropped) whatever it would have been, job or not.
+
+        A start timeout header that is not a positive number of seconds is refused with a 400
+        before the body is read, and makes no job."""
+        try:
+            timeout = start_timeout(request.headers)
+        except ValueError as exc:
+            return self._submit_answer(request, detail(400, str(exc)), fault)
         raw = await request.read()
         try:
             body = json.loads(raw)
@@ -429,6 +437,7 @@ class FalEmulator:
             webhook=request.query.get("fal_webhook"),
             low_priority=is_low_priority(request.headers.get("X-Fal-Queue-Priority")),
             model_error_status=None if fate is None else fate.model_status,
+            start_timeout=timeout,
         )
         if job.webhook:
             self._webhooks.register(job.request_id, job.webhook, base_url)
@@ -445,6 +454,7 @@ class FalEmulator:
             low_priority=job.low_priority,
             queue_position=position,
             outcome=job.plan.outcome.value,
+            start_timeout=job.start_timeout,
         )
         self._pulse()
         self._wake.set()
@@ -609,10 +619,13 @@ def _job_record(job: Job, delivery: Delivery | None) -> dict[str, Any]:
         "headers_recorded": job.headers_recorded,
         "webhook": job.webhook,
         "low_priority": job.low_priority,
+        # The deadline to start in seconds (None: none); a job past it ends start_timeout.
+        "start_timeout": job.start_timeout,
         "submitted_at": datetime.fromtimestamp(job.submitted_wall, UTC).isoformat(),
         "state": job.phase.value,
         "outcome": None if job.outcome is None else job.outcome.value,
-        # What it will end as unless cancelled (model_error when a model fault was injected).
+        # What it will end as unless cancelled or not started by its start timeout
+        # (model_error when a model fault was injected).
         "planned_outcome": job.plan.outcome.value,
         "in_flight": job.in_flight,
         "faults": {endpoint: dict(counts) for endpoint, counts in job.faults.items()},

@@ -10,6 +10,7 @@ aiohttp layer in ``server.py`` only moves bytes. Shapes follow the team's fal qu
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +98,33 @@ def record_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: headers[name] for name in RECORDED_HEADERS if name in headers}
 
 
+# The start deadline's two names: fal's newer docs call it X-Fal-Request-Start-Timeout.
+START_TIMEOUT_HEADERS = ("X-Fal-Request-Start-Timeout", "X-Fal-Request-Timeout")
+
+
+def start_timeout(headers: Mapping[str, str]) -> float | None:
+    """The submit's deadline to start, in seconds, or None when it sets none.
+
+    ``X-Fal-Request-Start-Timeout`` (the newer name) or ``X-Fal-Request-Timeout``; when both
+    are sent the newer one counts, but both must be valid. A value that is not a positive
+    finite number of seconds raises ``ValueError``: the submit is refused with a 400 and no
+    job is created, as a gateway checks its headers, rather than the deadline silently dropped.
+    """
+    timeout: float | None = None
+    for name in reversed(START_TIMEOUT_HEADERS):
+        if name not in headers:
+            continue
+        text = headers[name]
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {text!r}")
+        timeout = value
+    return timeout
+
+
 def is_low_priority(value: str | None) -> bool:
     # Priority can only be lowered, so anything but "low" is normal.
     return value is not None and value.strip().lower() == "low"
@@ -170,6 +198,7 @@ _STATUS_ERRORS: dict[Outcome, tuple[str, str]] = {
     Outcome.INVALID_INPUT: ("Invalid status code: 422", "validation_error"),
     Outcome.JOB_ERROR: ("Runner disconnected unexpectedly", "runner_disconnected"),
     Outcome.CANCELLED: ("Request was cancelled", "client_cancelled"),
+    Outcome.START_TIMEOUT: ("Request timed out", "request_timeout"),
 }
 
 
@@ -224,6 +253,18 @@ def completed_result_reply(job: Job, base_url: str) -> Reply:
                 503,
                 {"detail": message, "error_type": error_type},
                 {**request_header, "X-Fal-Error-Type": error_type, "X-Fal-Retryable": "true"},
+            )
+        case Outcome.START_TIMEOUT:
+            # The user's own start deadline passed: fal's clients do not retry this 504.
+            message, error_type = _STATUS_ERRORS[Outcome.START_TIMEOUT]
+            return Reply(
+                504,
+                {"detail": message, "error_type": error_type},
+                {
+                    **request_header,
+                    "X-Fal-Error-Type": error_type,
+                    "X-Fal-Request-Timeout-Type": "user",
+                },
             )
         case _:
             message, error_type = _STATUS_ERRORS[Outcome.CANCELLED]
