@@ -269,3 +269,29 @@ async def test_progress_events_reach_their_topic(topics: Topics) -> None:
     assert any(
         e["event"] == "queued" and e["queue_position"] is not None for e in by_request["p-2"]
     )  # it waited behind p-1
+
+
+async def test_a_job_fal_could_not_start_in_time_fails_with_timeout(topics: Topics) -> None:
+    """options.start_timeout_s becomes fal's start deadline; a job still queued at it ends
+    at fal, and the request fails with timeout (not retryable: the requester set it)."""
+    config = EmulatorConfig(run_time=(20.0, 20.0), max_concurrent=1)
+    async with emulator_running(config) as fal:
+        async with relay_running(relay_settings(topics, fal.base_url)):
+            await produce(topics.bootstrap, topics.requests, [request("hog")], partition=0)
+            async with asyncio.timeout(30):
+                while fal.stats()["running"] < 1:  # noqa: ASYNC110 - the emulator's own count
+                    await asyncio.sleep(0.02)
+            await produce(
+                topics.bootstrap,
+                topics.requests,
+                [request("impatient", options={"start_timeout_s": 1.5})],
+                partition=1,
+            )
+            got = events(await consume(topics.bootstrap, topics.results, 1, within=30))
+    error = got["impatient"]["error"]
+    assert (got["impatient"]["status"], error["code"], error["retryable"]) == (
+        "failed",
+        "timeout",
+        False,
+    )
+    assert error["details"]["status_code"] == 504
