@@ -153,6 +153,14 @@ class Relay:
     def _ledger_count(self, state: str) -> Callable[[], float]:
         return lambda: self._view.counts()[state]
 
+    async def wait_started(self) -> None:
+        """Until ``run()`` is taking work."""
+        await self._started.wait()
+
+    def expected_run_time(self, shape: str) -> float | None:
+        """What jobs of ``shape`` took so far (learned here or from the ledger)."""
+        return self._run_times.expected(shape)
+
     @property
     def in_flight(self) -> int:
         """Jobs holding a fal slot right now."""
@@ -166,6 +174,9 @@ class Relay:
 
     async def run(self) -> None:
         """Work until ``request_stop``; then hand back and commit, even after an error."""
+        # What the ledger remembers of finished jobs' run times: a restart polls warm.
+        for shape, seconds in self._view.run_times():
+            self._run_times.observe(shape, seconds)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -399,7 +410,13 @@ class Relay:
                 )
             self._wake.set()  # a slot is free
             done = LedgerEntry(
-                key=rid, state="finished", source=source, at=self._stamp(), status=event.status
+                key=rid,
+                state="finished",
+                source=source,
+                at=self._stamp(),
+                status=event.status,
+                shape=self._shapes.get(rid) if event.status == "succeeded" else None,
+                run_s=_run_seconds(event) if event.status == "succeeded" else None,
             )
             await self._write(lambda: self._outbox.finish(event, done), "results", log, done)
             self._view.apply(rid, done)
@@ -1067,6 +1084,13 @@ def _from_webhook(body: dict[str, Any]) -> tuple[FalStatus, FalOutput | None]:
         ),
         None,
     )
+
+
+def _run_seconds(event: ResultEvent) -> float | None:
+    t = event.timings
+    if t.started_at is None or t.completed_at is None:
+        return None
+    return round((t.completed_at - t.started_at).total_seconds(), 3)
 
 
 def _shape(request: VideoRequest) -> str:

@@ -10,7 +10,7 @@ the feed reads them back; the view keeps the newer of two entries, so that is ha
      "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
      "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
      "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
-     "status": "succeeded" | ... | null}
+     "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null}
 
 The topic is compacted (the latest entry per key is kept) and also deleted by age
 (``cleanup.policy=compact,delete``, ``retention.ms`` = RELAY_DEDUPE_RETENTION_S), which is what
@@ -60,6 +60,8 @@ def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
         "metadata": entry.metadata,
         "deadline": format_timestamp(entry.deadline) if entry.deadline else None,
         "status": entry.status,
+        "shape": entry.shape,
+        "run_s": entry.run_s,
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -84,6 +86,8 @@ def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
         metadata=body.get("metadata"),
         deadline=datetime.fromisoformat(body["deadline"]) if body.get("deadline") else None,
         status=body.get("status"),
+        shape=body.get("shape"),
+        run_s=float(body["run_s"]) if isinstance(body.get("run_s"), int | float) else None,
     )
     if entry.state not in ("submitted", "finished", "rejected"):
         raise ValueError(f"unknown ledger state {entry.state!r}")

@@ -61,6 +61,8 @@ class LedgerEntry:
     metadata: dict[str, Any] | None = None  # echoed into the result event of a resumed job
     deadline: datetime | None = None  # the request's deadline, kept for a resumed job
     status: str | None = None  # the result status, for finished entries
+    shape: str | None = None  # finished jobs: what their run time depends on ...
+    run_s: float | None = None  # ... and that run time, so a restarted relay polls warm
 
     def supersedes(self, held: LedgerEntry) -> bool:
         """Whether this entry replaces ``held`` (same key). For one source record an end
@@ -95,6 +97,11 @@ class LedgerView:
         held = self._entries.get(key)
         if held is None or entry.supersedes(held):
             self._entries[key] = entry
+
+    def run_times(self) -> list[tuple[str, float]]:
+        """(shape, run time) of the finished jobs held, oldest first."""
+        done = [e for e in self._entries.values() if e.shape and e.run_s]
+        return [(e.shape, e.run_s) for e in sorted(done, key=lambda e: e.at) if e.shape and e.run_s]
 
     def submitted(self) -> list[LedgerEntry]:
         """Entries of jobs at fal, not yet finished."""

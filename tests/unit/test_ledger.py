@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import pytest
+
 from service.adapters.ledger import decode_entry, encode_entry
 from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 
@@ -69,18 +71,43 @@ def test_rejections_are_keyed_by_source_and_expire_but_running_jobs_do_not() -> 
     assert [e.key for e in v.submitted()] == ["old-but-running"]
 
 
-def test_the_wire_format_round_trips() -> None:
-    original = LedgerEntry(
-        key="r1",
-        state="submitted",
-        source=HERE,
-        at=T0,
-        fal=FAL,
-        received_at=T0,
-        metadata={"tenant": "acme"},
-    )
+@pytest.mark.parametrize(
+    "original",
+    [
+        LedgerEntry(
+            key="r1",
+            state="submitted",
+            source=HERE,
+            at=T0,
+            fal=FAL,
+            received_at=T0,
+            metadata={"tenant": "acme"},
+            deadline=T0 + timedelta(hours=1),
+        ),
+        LedgerEntry(
+            key="r1",
+            state="finished",
+            source=HERE,
+            at=T0,
+            status="succeeded",
+            shape="720p|16:9|81|None",
+            run_s=184.25,
+        ),
+    ],
+)
+def test_the_wire_format_round_trips(original: LedgerEntry) -> None:
     decoded, writer = decode_entry("r1", encode_entry(original, "w-1"))
     assert (decoded, writer) == (original, "w-1")
+
+
+def test_finished_run_times_come_back_oldest_first() -> None:
+    later = T0 + timedelta(seconds=5)
+    v = view(
+        LedgerEntry(key="b", state="finished", source=HERE, at=later, shape="s", run_s=20.0),
+        LedgerEntry(key="a", state="finished", source=ELSEWHERE, at=T0, shape="s", run_s=10.0),
+        entry("submitted", key="c"),
+    )
+    assert v.run_times() == [("s", 10.0), ("s", 20.0)]
 
 
 def test_an_end_beats_its_submit_whatever_the_writers_clocks_say() -> None:

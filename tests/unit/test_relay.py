@@ -34,11 +34,15 @@ async def running(
     fal: FakeFal,
     limit: int = 3,
     ledger: list[LedgerEntry] | None = None,
+    preloaded: bool = False,
     **cfg: Any,
 ) -> AsyncIterator[Relay]:
     """A relay over the fakes; ``ledger`` is what a previous process left in the ledger, read
-    when partitions are assigned (the test says when, as Kafka would)."""
+    when partitions are assigned (the test says when, as Kafka would), or already read at
+    start (``preloaded``, as the app does before the relay runs)."""
     view = LedgerView(timedelta(days=7))
+    for entry in ledger or [] if preloaded else []:
+        view.apply(entry.key, entry)
     relay = Relay(
         inbox=inbox,
         outbox=outbox,
@@ -400,3 +404,19 @@ async def test_no_progress_events_unless_asked_for() -> None:
     async with running(inbox, outbox, fal):
         await outbox.wait_for(results=1)
     assert outbox.progress_events == []
+
+
+async def test_a_restarted_relay_knows_run_times_from_the_ledger() -> None:
+    """Finished entries carry the job's shape and run time, so polling is warm at once."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("learn", "polls=4"))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+    (finished,) = [e for e in outbox.ledger if e.state == "finished"]
+    assert finished.shape is not None
+    assert finished.run_s is not None
+    async with running(
+        FakeInbox(), FakeOutbox(), FakeFal(), ledger=outbox.ledger, preloaded=True
+    ) as again:
+        await again.wait_started()
+        assert again.expected_run_time(finished.shape) == finished.run_s
