@@ -7,25 +7,17 @@ waits on wall-clock sleeps: tests poll status until the state they need, under a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 import structlog
 
-from service.emulator import (
-    EmulatorConfig,
-    FalEmulator,
-    add_arguments,
-    config_from_arguments,
-    serve,
-)
+from service.emulator import EmulatorConfig, config_from_arguments, serve
 from service.emulator.config import parse_range
 from service.emulator.jobs import (
     Event,
@@ -38,15 +30,21 @@ from service.emulator.jobs import (
     video_dimensions,
 )
 from service.emulator.wire import QueueRoute, authorized, parse_queue_path
+from tests.unit.emulator_support import (
+    BODY,
+    DEADLINE,
+    HOLD,
+    KEY,
+    Harness,
+    StartEmulator,
+    body,
+    emulator_fixtures,
+    emulator_parser,
+    simulation,
+    submit_job,
+)
 
-KEY = "key-id:key-secret"
-AUTH = {"Authorization": f"Key {KEY}"}
-BODY: dict[str, Any] = {
-    "image_url": "https://images.example.com/subject.png",
-    "prompt": "a person waving at the camera",
-}
-HOLD = "[emulator:run=30]"  # keeps a job running until the test cancels it or the server stops
-DEADLINE = 3.0
+start_emulator, fal = emulator_fixtures()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -58,35 +56,11 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
             await asyncio.sleep(0.005)
 
 
-def body(prompt_suffix: str = "", **fields: Any) -> dict[str, Any]:
-    return {**BODY, "prompt": f"{BODY['prompt']} {prompt_suffix}".strip(), **fields}
-
-
 # --- the pure simulation ---------------------------------------------------------------------
 
 
-def simulation(**overrides: Any) -> Simulation:
-    config = EmulatorConfig(**{"run_time": (1.0, 1.0), "seed": 1, **overrides})
-    return Simulation(config, random.Random(config.seed))
-
-
-def submit_at(
-    sim: Simulation, now: float, *, low: bool = False, prompt_suffix: str = "", **fields: Any
-) -> str:
-    request_id = f"req-{sim.counters.submissions + 1}"
-    sim.submit(
-        now=now,
-        wall=1_700_000_000.0 + now,
-        request_id=request_id,
-        gateway_request_id=f"gw-{request_id}",
-        endpoint="fal-ai/lynx",
-        subpath=None,
-        body=body(prompt_suffix, **fields),
-        headers_recorded={},
-        webhook=None,
-        low_priority=low,
-    )
-    return request_id
+def submit_at(sim: Simulation, now: float, *, low: bool = False, prompt_suffix: str = "") -> str:
+    return submit_job(sim, now, body(prompt_suffix), low_priority=low).request_id
 
 
 def job_of(sim: Simulation, request_id: str) -> Any:
@@ -235,8 +209,7 @@ def test_authorized(header: str | None, expected: str | None, ok: bool) -> None:
 
 
 def test_config_from_arguments() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = emulator_parser()
     args = parser.parse_args(
         ["--run-time", "0.2-0.5", "--queue-wait", "1", "--max-concurrent", "4", "--seed", "9"]
     )
@@ -260,60 +233,6 @@ def test_config_repr_hides_the_key() -> None:
 
 
 # --- the HTTP server -------------------------------------------------------------------------
-
-
-@dataclass
-class Harness:
-    emulator: FalEmulator
-    client: httpx.AsyncClient
-    base_url: str
-
-    async def submit(self, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
-        response = await self.client.post(
-            "/fal-ai/lynx", json=BODY if payload is None else payload, **kwargs
-        )
-        assert response.status_code == 200, response.text
-        submitted: dict[str, Any] = response.json()
-        return submitted
-
-    async def wait_for(self, status_url: str, state: str = "COMPLETED") -> dict[str, Any]:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                response = await self.client.get(status_url)
-                status: dict[str, Any] = response.json()
-                if status["status"] == state:
-                    return status
-                await asyncio.sleep(0.005)
-
-    async def stats(self, **params: Any) -> dict[str, Any]:
-        stats: dict[str, Any] = (await self.client.get("/_emulator/stats", params=params)).json()
-        return stats
-
-
-StartEmulator = Callable[..., Awaitable[Harness]]
-
-
-@pytest.fixture
-async def start_emulator() -> AsyncIterator[StartEmulator]:
-    harnesses: list[Harness] = []
-
-    async def start(**overrides: Any) -> Harness:
-        config = EmulatorConfig(**{"run_time": (0.01, 0.03), "fal_key": KEY, **overrides})
-        emulator = FalEmulator(config)
-        base_url = await emulator.start()
-        client = httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=DEADLINE)
-        harnesses.append(Harness(emulator, client, base_url))
-        return harnesses[-1]
-
-    yield start
-    for harness in harnesses:
-        await harness.client.aclose()
-        await harness.emulator.stop()
-
-
-@pytest.fixture
-async def fal(start_emulator: StartEmulator) -> Harness:
-    return await start_emulator()
 
 
 async def test_queue_routes_need_the_key_and_never_echo_it(start_emulator: StartEmulator) -> None:

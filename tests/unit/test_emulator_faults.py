@@ -9,48 +9,37 @@ the one call a test is about, and off again with ``reconfigure``; nothing waits 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from service.emulator import (
-    EmulatorConfig,
-    EndpointFaults,
-    FalEmulator,
-    FaultKind,
-    Faults,
-    add_arguments,
-    config_from_arguments,
-)
+from service.emulator import EndpointFaults, FaultKind, Faults, config_from_arguments
 from service.emulator.faults import DEFAULT_FAULT_KINDS, FaultInjector, parse_fault_spec
-from service.emulator.jobs import Outcome, Simulation
+from service.emulator.jobs import Outcome
+from tests.unit.emulator_support import (
+    BODY,
+    HOLD,
+    Harness,
+    StartEmulator,
+    body,
+    emulator_fixtures,
+    emulator_parser,
+    simulation,
+    submit_job,
+)
 
-KEY = "key-id:key-secret"
-AUTH = {"Authorization": f"Key {KEY}"}
-BODY: dict[str, Any] = {
-    "image_url": "https://images.example.com/subject.png",
-    "prompt": "a person waving at the camera",
-}
-HOLD = "[emulator:run=30]"
-DEADLINE = 3.0
 RETRY_AFTER = 0.05
 SLOW = 0.05
 PER_CALL_KINDS = ("429", "502", "503", "504", "reset", "slow")
 
+start_emulator, fal = emulator_fixtures(seed=7)
+
 
 def faults(spec: str, **options: Any) -> Faults:
     return Faults.parse(spec, **{"retry_after": RETRY_AFTER, "slow": SLOW, **options})
-
-
-def body(prompt_suffix: str = "", **fields: Any) -> dict[str, Any]:
-    return {**BODY, "prompt": f"{BODY['prompt']} {prompt_suffix}".strip(), **fields}
 
 
 # --- settings and draws ----------------------------------------------------------------------
@@ -112,12 +101,6 @@ def test_bad_settings_are_refused() -> None:
     for bad in bad_values:
         with pytest.raises(ValueError, match=r"\w"):
             Faults.from_json(bad)
-
-
-def emulator_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emulator")
-    add_arguments(parser)
-    return parser
 
 
 def test_command_line_faults() -> None:
@@ -196,21 +179,16 @@ def test_no_faults_draws_nothing_from_the_rng() -> None:
 
 
 def test_a_model_fault_turns_only_jobs_that_would_succeed() -> None:
-    config = EmulatorConfig(run_time=(1.0, 1.0), seed=1)
-    sim = Simulation(config, random.Random(1))
+    sim = simulation()
     plans = []
     for index, payload in enumerate([BODY, body("[emulator:job-error]"), body(num_frames=999)]):
-        job, _ = sim.submit(
-            now=0.0,
+        job = submit_job(
+            sim,
+            0.0,
+            payload,
             wall=0.0,
             request_id=f"r{index}",
             gateway_request_id="g",
-            endpoint="fal-ai/lynx",
-            subpath=None,
-            body=payload,
-            headers_recorded={},
-            webhook=None,
-            low_priority=False,
             model_error_status=503,
         )
         plans.append(job.plan)
@@ -225,62 +203,6 @@ def test_a_model_fault_turns_only_jobs_that_would_succeed() -> None:
 
 
 # --- the HTTP server -------------------------------------------------------------------------
-
-
-@dataclass
-class Harness:
-    emulator: FalEmulator
-    client: httpx.AsyncClient
-    base_url: str
-
-    async def submit(self, payload: Any = None) -> dict[str, Any]:
-        response = await self.client.post("/fal-ai/lynx", json=BODY if payload is None else payload)
-        assert response.status_code == 200, response.text
-        submitted: dict[str, Any] = response.json()
-        return submitted
-
-    async def wait_for(self, status_url: str, state: str = "COMPLETED") -> dict[str, Any]:
-        """Poll until ``state``, passing over injected 429s as a client would."""
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                response = await self.client.get(status_url)
-                if response.status_code != 429:
-                    status: dict[str, Any] = response.json()
-                    if status["status"] == state:
-                        return status
-                await asyncio.sleep(0.005)
-
-    def jobs(self) -> list[dict[str, Any]]:
-        jobs: list[dict[str, Any]] = self.emulator.stats(include_jobs=True)["jobs"]
-        return jobs
-
-
-StartEmulator = Callable[..., Awaitable[Harness]]
-
-
-@pytest.fixture
-async def start_emulator() -> AsyncIterator[StartEmulator]:
-    harnesses: list[Harness] = []
-
-    async def start(**overrides: Any) -> Harness:
-        config = EmulatorConfig(
-            **{"run_time": (0.01, 0.03), "fal_key": KEY, "seed": 7, **overrides}
-        )
-        emulator = FalEmulator(config)
-        base_url = await emulator.start()
-        client = httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=DEADLINE)
-        harnesses.append(Harness(emulator, client, base_url))
-        return harnesses[-1]
-
-    yield start
-    for harness in harnesses:
-        await harness.client.aclose()
-        await harness.emulator.stop()
-
-
-@pytest.fixture
-async def fal(start_emulator: StartEmulator) -> Harness:
-    return await start_emulator()
 
 
 async def call(fal: Harness, method: str, url: str, **kwargs: Any) -> httpx.Response | None:

@@ -10,18 +10,11 @@ receiver that the server itself wakes, never with sleeps.
 from __future__ import annotations
 
 import asyncio
-import json
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
-import httpx
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
 
-from service.emulator import EmulatorConfig, FalEmulator
 from service.emulator.jobs import (
     CancelOutcome,
     Event,
@@ -33,44 +26,33 @@ from service.emulator.jobs import (
 )
 from service.emulator.webhooks import webhook_body
 from service.emulator.wire import QueueUrls, completed_result_reply, start_timeout, status_reply
+from tests.unit.emulator_support import (
+    BODY,
+    DEADLINE,
+    HOLD,
+    Harness,
+    Receiver,
+    StartEmulator,
+    body,
+    emulator_fixtures,
+    receiver_fixtures,
+    simulation,
+    submit_job,
+)
 
-KEY = "key-id:key-secret"
-AUTH = {"Authorization": f"Key {KEY}"}
-BODY: dict[str, Any] = {
-    "image_url": "https://images.example.com/subject.png",
-    "prompt": "a person waving at the camera",
-}
-HOLD = "[emulator:run=30]"  # keeps a job running until the test cancels it or the server stops
-DEADLINE = 3.0
 TIMED_OUT = {"detail": "Request timed out", "error_type": "request_timeout"}
+
+start_emulator, fal = emulator_fixtures(max_concurrent=1)
+start_receiver, receiver = receiver_fixtures()
 
 
 # --- the pure simulation ---------------------------------------------------------------------
 
 
-def simulation(**overrides: Any) -> Simulation:
-    config = EmulatorConfig(**{"run_time": (1.0, 1.0), "seed": 1, **overrides})
-    return Simulation(config, random.Random(config.seed))
-
-
 def submit_at(
     sim: Simulation, now: float, *, timeout: float | None = None, webhook: str | None = None
 ) -> Job:
-    request_id = f"req-{sim.counters.submissions + 1}"
-    job, _ = sim.submit(
-        now=now,
-        wall=1_700_000_000.0 + now,
-        request_id=request_id,
-        gateway_request_id=f"gw-{request_id}",
-        endpoint="fal-ai/lynx",
-        subpath=None,
-        body=dict(BODY),
-        headers_recorded={},
-        webhook=webhook,
-        low_priority=False,
-        start_timeout=timeout,
-    )
-    return job
+    return submit_job(sim, now, webhook=webhook, start_timeout=timeout)
 
 
 def test_a_job_without_a_free_slot_times_out_at_its_deadline_and_frees_nothing() -> None:
@@ -251,68 +233,8 @@ def test_bad_start_timeout_headers_are_refused(headers: Mapping[str, str]) -> No
 # --- the HTTP server -------------------------------------------------------------------------
 
 
-@dataclass
-class Harness:
-    emulator: FalEmulator
-    client: httpx.AsyncClient
-
-    async def submit(
-        self, prompt_suffix: str = "", headers: Mapping[str, str] | None = None, **params: str
-    ) -> dict[str, Any]:
-        payload = {**BODY, "prompt": f"{BODY['prompt']} {prompt_suffix}".strip()}
-        response = await self.client.post(
-            "/fal-ai/lynx", json=payload, headers=headers, params=params
-        )
-        assert response.status_code == 200, response.text
-        submitted: dict[str, Any] = response.json()
-        return submitted
-
-    async def final_status(self, status_url: str) -> dict[str, Any]:
-        """The last event of the status stream, which the server closes after COMPLETED: the
-        server wakes itself at the deadline, the test only listens."""
-        last: dict[str, Any] = {}
-        async with asyncio.timeout(DEADLINE):
-            async with self.client.stream("GET", f"{status_url}/stream") as stream:
-                async for line in stream.aiter_lines():
-                    if line.startswith("data: "):
-                        last = json.loads(line.removeprefix("data: "))
-        return last
-
-    async def status(self, status_url: str) -> dict[str, Any]:
-        body: dict[str, Any] = (await self.client.get(status_url)).json()
-        return body
-
-
-StartEmulator = Callable[..., Awaitable[Harness]]
-
-
-@pytest.fixture
-async def start_emulator() -> AsyncIterator[StartEmulator]:
-    harnesses: list[Harness] = []
-
-    async def start(**overrides: Any) -> Harness:
-        config = EmulatorConfig(
-            **{"run_time": (0.01, 0.03), "fal_key": KEY, "max_concurrent": 1, **overrides}
-        )
-        emulator = FalEmulator(config)
-        base_url = await emulator.start()
-        client = httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=DEADLINE)
-        harnesses.append(Harness(emulator, client))
-        return harnesses[-1]
-
-    yield start
-    for harness in harnesses:
-        await harness.client.aclose()
-        await harness.emulator.stop()
-
-
-@pytest.fixture
-async def fal(start_emulator: StartEmulator) -> Harness:
-    return await start_emulator()
-
-
 async def test_a_job_queued_past_its_start_timeout_answers_a_user_504(fal: Harness) -> None:
-    held = await fal.submit(HOLD)
+    held = await fal.submit(body(HOLD))
     submitted = await fal.submit(headers={"X-Fal-Request-Timeout": "0.05"})
     assert submitted["queue_position"] == 0
 
@@ -343,7 +265,7 @@ async def test_a_job_queued_past_its_start_timeout_answers_a_user_504(fal: Harne
 
 
 async def test_a_job_that_starts_in_time_completes_normally(fal: Harness) -> None:
-    held = await fal.submit(HOLD)
+    held = await fal.submit(body(HOLD))
     waiting = await fal.submit(headers={"X-Fal-Request-Start-Timeout": "30"})
     assert (await fal.status(waiting["status_url"]))["status"] == "IN_QUEUE"
     assert (await fal.client.put(held["cancel_url"])).status_code == 202
@@ -371,43 +293,15 @@ async def test_a_bad_start_timeout_is_a_400_and_makes_no_job(fal: Harness, value
     assert stats["calls"]["submit"] == {"total": 2, "400": 2}
 
 
-@dataclass
-class Receiver:
-    url: str = ""
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(json.loads(await request.read()))
-        self.arrived.set()
-        return web.Response(status=200)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    recorder = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recorder.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recorder.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield recorder
-    await runner.cleanup()
-
-
 async def test_a_timed_out_job_posts_an_error_webhook(
     start_emulator: StartEmulator, receiver: Receiver
 ) -> None:
     fal = await start_emulator(webhook_retry_delays=())
-    await fal.submit(HOLD)
-    submitted = await fal.submit(
-        headers={"X-Fal-Request-Timeout": "0.05"}, fal_webhook=receiver.url
-    )
+    await fal.submit(body(HOLD))
+    submitted = await fal.submit(headers={"X-Fal-Request-Timeout": "0.05"}, webhook=receiver.url)
     async with asyncio.timeout(DEADLINE):
         await receiver.arrived.wait()
-    assert receiver.bodies == [
+    assert [delivery.json for delivery in receiver.received] == [
         {
             "request_id": submitted["request_id"],
             "gateway_request_id": submitted["gateway_request_id"],

@@ -8,176 +8,40 @@ on an ``asyncio.Event`` the receiver sets, and on ``FalEmulator.webhooks_settled
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
-import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from service.emulator import EmulatorConfig, FalEmulator, add_arguments, config_from_arguments
+from service.emulator import EmulatorConfig, config_from_arguments
 from service.emulator.webhooks import Keyring, reserved_host, signing_message
+from tests.unit.emulator_support import (
+    BODY,
+    DEADLINE,
+    HOLD,
+    Harness,
+    Receiver,
+    StartEmulator,
+    StartReceiver,
+    emulator_fixtures,
+    emulator_parser,
+    receiver_fixtures,
+)
 
-KEY = "key-id:key-secret"
-AUTH = {"Authorization": f"Key {KEY}"}
-BODY: dict[str, Any] = {
-    "image_url": "https://images.example.com/subject.png",
-    "prompt": "a person waving at the camera",
-}
-HOLD = "[emulator:run=30]"
-DEADLINE = 3.0
 FAST_RETRIES = (0.001, 0.002, 0.005)
 USER_ID = "user-123"
 
-
-# --- a receiver, as the relay would be --------------------------------------------------------
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    raw: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.raw)
-        return body
-
-
-@dataclass
-class Receiver:
-    """Records every POST; answers the queued statuses in turn, then 200."""
-
-    url: str
-    answers: list[int] = field(default_factory=list)
-    received: list[Received] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append(Received(dict(request.headers), await request.read()))
-        self.arrived.set()
-        status = self.answers.pop(0) if self.answers else 200
-        return web.json_response({"ok": status < 300}, status=status)
-
-    async def wait_for(self, count: int) -> list[Received]:
-        async with asyncio.timeout(DEADLINE):
-            while len(self.received) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.received
-
-
-StartReceiver = Callable[..., Awaitable[Receiver]]
-
-
-@pytest.fixture
-async def start_receiver() -> AsyncIterator[StartReceiver]:
-    runners: list[web.AppRunner] = []
-
-    async def start(answers: list[int] | None = None) -> Receiver:
-        receiver = Receiver(url="", answers=list(answers or []))
-        app = web.Application()
-        app.router.add_post("/fal/webhook", receiver.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        # A query string, to show the URL survives its own encoding in ?fal_webhook=.
-        receiver.url = f"http://127.0.0.1:{port}/fal/webhook?source=emulator&n=1"
-        return receiver
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def receiver(start_receiver: StartReceiver) -> Receiver:
-    return await start_receiver()
-
-
-# --- the emulator ----------------------------------------------------------------------------
-
-
-@dataclass
-class Harness:
-    emulator: FalEmulator
-    client: httpx.AsyncClient
-
-    async def submit(self, webhook: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = await self.client.post(
-            "/fal-ai/lynx",
-            json=BODY if payload is None else payload,
-            params={"fal_webhook": webhook},
-        )
-        assert response.status_code == 200, response.text
-        submitted: dict[str, Any] = response.json()
-        return submitted
-
-    async def completed(self, submitted: dict[str, Any]) -> None:
-        """Wait for the job to complete: its status stream ends after the COMPLETED event."""
-        stream_url = submitted["status_url"] + "/stream"
-        async with asyncio.timeout(DEADLINE), self.client.stream("GET", stream_url) as response:
-            lines = [line async for line in response.aiter_lines() if line.startswith("data: ")]
-        assert json.loads(lines[-1].removeprefix("data: "))["status"] == "COMPLETED"
-
-    async def jwks(self) -> dict[str, Any]:
-        async with httpx.AsyncClient() as bare:  # no key needed
-            response = await bare.get(self.emulator.jwks_url)
-        assert response.status_code == 200
-        jwks: dict[str, Any] = response.json()
-        return jwks
-
-    def job(self, request_id: str) -> dict[str, Any]:
-        jobs: list[dict[str, Any]] = self.emulator.stats(include_jobs=True)["jobs"]
-        (job,) = [job for job in jobs if job["request_id"] == request_id]
-        return job
-
-
-StartEmulator = Callable[..., Awaitable[Harness]]
-
-
-@pytest.fixture
-async def start_emulator() -> AsyncIterator[StartEmulator]:
-    harnesses: list[Harness] = []
-
-    async def start(**overrides: Any) -> Harness:
-        config = EmulatorConfig(
-            **{
-                "run_time": (0.01, 0.03),
-                "fal_key": KEY,
-                "seed": 3,
-                "webhook_user_id": USER_ID,
-                "webhook_retry_delays": FAST_RETRIES,
-                **overrides,
-            }
-        )
-        emulator = FalEmulator(config)
-        base_url = await emulator.start()
-        client = httpx.AsyncClient(base_url=base_url, headers=AUTH, timeout=DEADLINE)
-        harnesses.append(Harness(emulator, client))
-        return harnesses[-1]
-
-    yield start
-    for harness in harnesses:
-        await harness.client.aclose()
-        await harness.emulator.stop()
-
-
-@pytest.fixture
-async def fal(start_emulator: StartEmulator) -> Harness:
-    return await start_emulator()
+start_receiver, receiver = receiver_fixtures()
+start_emulator, fal = emulator_fixtures(
+    seed=3, webhook_user_id=USER_ID, webhook_retry_delays=FAST_RETRIES
+)
 
 
 def public_key(jwk: dict[str, Any]) -> Ed25519PublicKey:
@@ -212,7 +76,7 @@ def verify(jwks: dict[str, Any], headers: dict[str, str], raw: bytes) -> str:
 
 
 async def test_a_completed_job_posts_a_signed_ok_webhook(fal: Harness, receiver: Receiver) -> None:
-    submitted = await fal.submit(receiver.url)
+    submitted = await fal.submit(webhook=receiver.url)
     (delivery,) = await receiver.wait_for(1)
 
     result = await fal.client.get(submitted["response_url"])
@@ -270,7 +134,7 @@ async def test_a_failing_receiver_is_retried_until_it_accepts(
     fal: Harness, start_receiver: StartReceiver
 ) -> None:
     receiver = await start_receiver(answers=[500, 500])
-    submitted = await fal.submit(receiver.url)
+    submitted = await fal.submit(webhook=receiver.url)
     deliveries = await receiver.wait_for(3)
     await fal.emulator.webhooks_settled()
 
@@ -291,7 +155,7 @@ async def test_delivery_gives_up_after_the_last_retry(
     fal: Harness, start_receiver: StartReceiver
 ) -> None:
     receiver = await start_receiver(answers=[503] * 10)
-    submitted = await fal.submit(receiver.url)
+    submitted = await fal.submit(webhook=receiver.url)
     await receiver.wait_for(1 + len(FAST_RETRIES))
     await fal.emulator.webhooks_settled()
     assert len(receiver.received) == 1 + len(FAST_RETRIES)
@@ -311,7 +175,7 @@ def _closed_port() -> int:
 
 async def test_connection_errors_are_retried_and_recorded(start_emulator: StartEmulator) -> None:
     fal = await start_emulator(webhook_retry_delays=(0.001,))
-    submitted = await fal.submit(f"http://127.0.0.1:{_closed_port()}/hook")
+    submitted = await fal.submit(webhook=f"http://127.0.0.1:{_closed_port()}/hook")
     await fal.completed(submitted)
     async with asyncio.timeout(DEADLINE):
         await fal.emulator.webhooks_settled()
@@ -345,7 +209,7 @@ async def test_a_failed_job_posts_an_error_webhook(
     code: int,
     error_body: dict[str, Any] | None,
 ) -> None:
-    submitted = await fal.submit(receiver.url, payload)
+    submitted = await fal.submit(payload, webhook=receiver.url)
     (delivery,) = await receiver.wait_for(1)
     result = await fal.client.get(submitted["response_url"])
     assert result.status_code == code
@@ -364,7 +228,7 @@ async def test_a_failed_job_posts_an_error_webhook(
 
 
 async def test_a_cancelled_job_posts_an_error_webhook(fal: Harness, receiver: Receiver) -> None:
-    submitted = await fal.submit(receiver.url, {**BODY, "prompt": f"wave {HOLD}"})
+    submitted = await fal.submit({**BODY, "prompt": f"wave {HOLD}"}, webhook=receiver.url)
     assert (await fal.client.put(submitted["cancel_url"])).status_code == 202
     (delivery,) = await receiver.wait_for(1)
     assert delivery.json["status"] == "ERROR"
@@ -379,7 +243,7 @@ async def test_drop_rate_one_delivers_nothing_and_counts_drops(
     start_emulator: StartEmulator, receiver: Receiver
 ) -> None:
     fal = await start_emulator(webhook_drop_rate=1.0)
-    submitted = [await fal.submit(receiver.url) for _ in range(3)]
+    submitted = [await fal.submit(webhook=receiver.url) for _ in range(3)]
     for job in submitted:
         await fal.completed(job)
     await fal.emulator.webhooks_settled()
@@ -399,7 +263,7 @@ async def test_drop_rate_one_delivers_nothing_and_counts_drops(
         for bad in (1.5, -0.1, "half", True, None):
             refused = await bare.post("/_emulator/config", json={"webhook_drop_rate": bad})
             assert refused.status_code == 400, bad
-    await fal.submit(receiver.url)
+    await fal.submit(webhook=receiver.url)
     await receiver.wait_for(1)
     with pytest.raises(ValueError, match="webhook_drop_rate"):
         fal.emulator.reconfigure(webhook_drop_rate=2.0, fal_key=None)
@@ -409,7 +273,7 @@ async def test_drop_rate_one_delivers_nothing_and_counts_drops(
 async def test_key_rotation_lists_both_keys_and_signs_with_the_new_one(
     fal: Harness, receiver: Receiver
 ) -> None:
-    await fal.submit(receiver.url)
+    await fal.submit(webhook=receiver.url)
     (first,) = await receiver.wait_for(1)
     (old_jwk,) = (await fal.jwks())["keys"]
 
@@ -418,7 +282,7 @@ async def test_key_rotation_lists_both_keys_and_signs_with_the_new_one(
     assert jwks["keys"] == [old_jwk, new_jwk]
     assert old_jwk["kid"] != new_jwk["kid"]
 
-    await fal.submit(receiver.url)
+    await fal.submit(webhook=receiver.url)
     second = (await receiver.wait_for(2))[1]
     assert verify(jwks, first.headers, first.raw) == old_jwk["kid"]
     assert verify(jwks, second.headers, second.raw) == new_jwk["kid"]
@@ -454,7 +318,7 @@ async def test_reserved_hosts_are_never_contacted(start_emulator: StartEmulator)
     assert reserved_host("http://127.0.0.1:9/hook") is None
     assert reserved_host("https://example.community/") is None
     fal = await start_emulator(webhook_retry_delays=(0.001,))
-    submitted = await fal.submit("https://hooks.example.com/fal")
+    submitted = await fal.submit(webhook="https://hooks.example.com/fal")
     await fal.completed(submitted)
     async with asyncio.timeout(DEADLINE):
         await fal.emulator.webhooks_settled()
@@ -468,7 +332,7 @@ async def test_stop_cancels_pending_deliveries(
 ) -> None:
     fal = await start_emulator(webhook_retry_delays=(30.0,))
     receiver = await start_receiver(answers=[500])
-    submitted = await fal.submit(receiver.url)
+    submitted = await fal.submit(webhook=receiver.url)
     await receiver.wait_for(1)
     # Stopped while the first attempt is being answered or while waiting to retry: either way
     # the delivery ends stopped, with no warning and no task left behind.
@@ -488,8 +352,7 @@ async def test_a_job_without_a_webhook_has_no_delivery(fal: Harness) -> None:
 
 
 def test_webhook_command_line_options() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = emulator_parser()
     defaults = config_from_arguments(parser.parse_args([]))
     assert defaults.webhook_retry_delays == EmulatorConfig().webhook_retry_delays
     assert len(defaults.webhook_retry_delays) == 10
@@ -528,8 +391,7 @@ def test_webhook_command_line_options() -> None:
     ],
 )
 def test_bad_webhook_options_are_usage_errors(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = emulator_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(argv)
 
