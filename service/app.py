@@ -156,6 +156,7 @@ class RelayService:
                     commit_interval=s.relay_commit_interval_s,
                     watch_mode=s.relay_watch_mode,
                     webhook_safety_poll=s.relay_webhook_safety_poll_s,
+                    input_policy=s.input_policy,
                     progress=s.relay_progress_topic is not None,
                     progress_min_interval=s.relay_progress_min_interval_s,
                     progress_max_logs=s.relay_progress_max_logs,

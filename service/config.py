@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import SettingsError
+from service.messages import InputPolicy
 
 
 def is_local_url(url: str) -> bool:
@@ -70,6 +71,11 @@ class Settings(BaseSettings):
     relay_group_instance_id: str | None = None
     relay_session_timeout_s: float | None = Field(default=None, ge=6, le=1800)
     relay_price_per_video_second: float = Field(default=0.60, ge=0)
+    relay_max_message_bytes: int = Field(default=1_048_576, ge=1024, le=100 * 1_048_576)
+    relay_max_prompt_chars: int = Field(default=5_000, ge=1, le=1_000_000)
+    relay_max_data_uri_bytes: int = Field(default=10 * 1_048_576, ge=0, le=100 * 1_048_576)
+    relay_image_url_allow_http: bool = False
+    relay_image_url_allowed_hosts: str | None = None  # comma-separated; unset: any host
     relay_progress_topic: str | None = Field(default=None, min_length=1)
     relay_progress_min_interval_s: float = Field(default=1.0, ge=0.1, le=3600)
     relay_progress_max_logs: int = Field(default=50, ge=0, le=10_000)
@@ -92,6 +98,7 @@ class Settings(BaseSettings):
         "relay_session_timeout_s",
         "relay_webhook_url",
         "relay_progress_topic",
+        "relay_image_url_allowed_hosts",
         mode="before",
     )
     @classmethod
@@ -125,6 +132,19 @@ class Settings(BaseSettings):
                 f"with KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
             )
         return self
+
+    @property
+    def input_policy(self) -> InputPolicy:
+        hosts = self.relay_image_url_allowed_hosts
+        return InputPolicy(
+            max_message_bytes=self.relay_max_message_bytes,
+            max_prompt_chars=self.relay_max_prompt_chars,
+            max_data_uri_bytes=self.relay_max_data_uri_bytes,
+            allow_http=self.relay_image_url_allow_http,
+            allowed_hosts=None
+            if hosts is None
+            else frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
+        )
 
     @property
     def fal_key_value(self) -> str:

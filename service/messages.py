@@ -7,11 +7,14 @@ rejection. Decoding is pure: bytes in, a value out, no exception escapes for any
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AwareDatetime,
@@ -90,7 +93,8 @@ class LynxInput(BaseModel):
     @field_validator("image_url")
     @classmethod
     def _image_url_scheme(cls, value: str) -> str:
-        if value.startswith("https://") and len(value) > len("https://"):
+        # The shape only; which schemes and hosts are allowed is the InputPolicy's call.
+        if value.startswith(("https://", "http://")) and urlsplit(value).hostname:
             return value
         if _DATA_URI_RE.match(value):
             return value
@@ -244,8 +248,93 @@ class ProgressEvent(BaseModel):
 # --- decoding raw bytes --------------------------------------------------------------------
 
 RejectReason = Literal[
-    "not_utf8", "not_json", "not_object", "missing_request_id", "invalid_request_id", "schema"
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "missing_request_id",
+    "invalid_request_id",
+    "schema",
+    "policy",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class InputPolicy:
+    """What the operator accepts beyond the model's own schema (settings; README "Security").
+
+    ``allowed_hosts``: None allows any host; otherwise an image URL's host must be one of
+    them or a subdomain of one.
+    """
+
+    max_message_bytes: int = 1_048_576
+    max_prompt_chars: int = 5_000
+    max_data_uri_bytes: int = 10 * 1024 * 1024
+    allow_http: bool = False
+    allowed_hosts: frozenset[str] | None = None
+
+    def problems(self, request: VideoRequest) -> list[dict[str, Any]]:
+        """Field errors (like the schema's) for what this policy refuses; empty if none."""
+        out: list[dict[str, Any]] = []
+        i = request.input
+        for name, text in (("prompt", i.prompt), ("negative_prompt", i.negative_prompt)):
+            if text is not None and len(text) > self.max_prompt_chars:
+                out.append(
+                    _problem(
+                        f"input.{name}",
+                        f"is {len(text)} characters; at most "
+                        f"{self.max_prompt_chars} allowed (RELAY_MAX_PROMPT_CHARS)",
+                        "too_long",
+                    )
+                )
+        url = i.image_url
+        if url.startswith("data:"):
+            payload = url.split(",", 1)[1]
+            try:
+                decoded = base64.b64decode("".join(payload.split()), validate=True)
+            except (binascii.Error, ValueError):
+                out.append(
+                    _problem("input.image_url", "data: URI is not valid base64", "bad_base64")
+                )
+            else:
+                if len(decoded) > self.max_data_uri_bytes:
+                    out.append(
+                        _problem(
+                            "input.image_url",
+                            f"data: URI image is {len(decoded)} bytes; at most "
+                            f"{self.max_data_uri_bytes} allowed (RELAY_MAX_DATA_URI_BYTES)",
+                            "too_large",
+                        )
+                    )
+            return out
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not self.allow_http:
+            out.append(
+                _problem(
+                    "input.image_url",
+                    "http is not allowed, use https (RELAY_IMAGE_URL_ALLOW_HTTP)",
+                    "scheme",
+                )
+            )
+        host = (parts.hostname or "").lower()
+        if self.allowed_hosts is not None and not any(
+            host == allowed or host.endswith("." + allowed) for allowed in self.allowed_hosts
+        ):
+            out.append(
+                _problem(
+                    "input.image_url",
+                    f"host {host!r} is not allowed (RELAY_IMAGE_URL_ALLOWED_HOSTS)",
+                    "host",
+                )
+            )
+        return out
+
+
+def _problem(field: str, message: str, kind: str) -> dict[str, Any]:
+    return {"field": field, "message": message, "type": kind}
+
+
+DEFAULT_POLICY = InputPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +351,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def decode_request(raw: bytes | None) -> VideoRequest | CancelRequest | Rejection:
+def decode_request(
+    raw: bytes | None, policy: InputPolicy = DEFAULT_POLICY
+) -> VideoRequest | CancelRequest | Rejection:
     """Turn a message value into a request, or a rejection that says precisely why not."""
     if raw is None:
         return Rejection("not_json", "message has no value")
+    if len(raw) > policy.max_message_bytes:
+        # Not even parsed: reading it is the cost the limit exists to avoid.
+        return Rejection(
+            "too_large",
+            f"message is {len(raw)} bytes; at most {policy.max_message_bytes} allowed "
+            "(RELAY_MAX_MESSAGE_BYTES)",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -287,11 +385,18 @@ def decode_request(raw: bytes | None) -> VideoRequest | CancelRequest | Rejectio
     try:
         if "action" in obj:
             return CancelRequest.model_validate(obj)
-        return VideoRequest.model_validate(obj)
+        request = VideoRequest.model_validate(obj)
     except ValidationError as exc:
         details = field_errors(exc)
-        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-        return Rejection("schema", f"invalid request: {summary}", request_id, details)
+        return Rejection("schema", f"invalid request: {_summary(details)}", request_id, details)
+    problems = policy.problems(request)
+    if problems:
+        return Rejection("policy", f"refused: {_summary(problems)}", request_id, problems)
+    return request
+
+
+def _summary(details: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -153,12 +153,14 @@ class RelayMetrics:
 
 
 REJECT_REASONS = (
+    "too_large",
     "not_utf8",
     "not_json",
     "not_object",
     "missing_request_id",
     "invalid_request_id",
     "schema",
+    "policy",
 )
 RESULT_SERIES = (
     ("succeeded", "none"),

@@ -37,8 +37,10 @@ from service.core.progress import ProgressGate
 from service.errors import FalError, FalTimeout, FalUnauthorized, FalUnavailable, RelayError
 from service.logs import get_logger
 from service.messages import (
+    DEFAULT_POLICY,
     CancelRequest,
     ErrorInfo,
+    InputPolicy,
     ProgressEvent,
     ProgressLog,
     Rejection,
@@ -79,6 +81,7 @@ class RelayConfig:
     ledger_expiry_interval: float = 60.0
     watch_mode: Literal["poll", "stream", "webhook"] = "poll"
     webhook_safety_poll: float = 60.0
+    input_policy: InputPolicy = DEFAULT_POLICY
     progress: bool = False
     progress_min_interval: float = 1.0
     progress_max_logs: int = 50
@@ -253,7 +256,7 @@ class Relay:
         """Start (or skip) the work of one record; False when it needs a slot there is not."""
         part, offset = record.part, record.offset
         source = Source(record.topic, record.partition, offset)
-        decoded = decode_request(record.value)
+        decoded = decode_request(record.value, self._config.input_policy)
         if isinstance(decoded, Rejection):
             if self._view.rejected_before(source):
                 self._metrics.redeliveries_skipped.inc()

@@ -311,6 +311,7 @@ SCENARIOS: dict[str, Values] = {
                 "staticMembership": False,
                 "watchMode": "webhook",
                 "progressTopic": "lynx.progress",
+                "imageUrlAllowedHosts": "cdn.example.com",
                 "webhookUrl": "https://relay.example.com/fal/webhook",
             },
         },

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.messages import (
+    InputPolicy,
     Rejection,
     ResultEvent,
     Timings,
@@ -132,3 +133,58 @@ def test_result_event_timestamps_are_rfc3339_utc_with_millis() -> None:
     assert body["video"] is None
     assert body["error"] is None
     assert format_timestamp(at) == "2026-11-24T10:00:00.123Z"
+
+
+def test_a_message_over_the_size_limit_is_refused_unread() -> None:
+    policy = InputPolicy(max_message_bytes=2048)
+    rejection = decode_request(encode(with_input(prompt="x" * 3000)), policy)
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, rejection.request_id) == ("too_large", None)
+    assert "RELAY_MAX_MESSAGE_BYTES" in rejection.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "policy", "problem"),
+    [
+        ({"prompt": "p" * 11}, InputPolicy(max_prompt_chars=10), "too_long"),
+        ({"negative_prompt": "n" * 11}, InputPolicy(max_prompt_chars=10), "too_long"),
+        ({"image_url": "http://example.com/a.png"}, InputPolicy(), "scheme"),
+        (
+            {"image_url": "https://evil.test/a.png"},
+            InputPolicy(allowed_hosts=frozenset({"cdn.example.com"})),
+            "host",
+        ),
+        (
+            {"image_url": "https://notcdn.example.com.evil.test/a.png"},
+            InputPolicy(allowed_hosts=frozenset({"cdn.example.com"})),
+            "host",
+        ),
+        ({"image_url": "data:image/png;base64,AAAAA"}, InputPolicy(), "bad_base64"),
+        (
+            {"image_url": "data:image/png;base64," + "QUFB" * 10},
+            InputPolicy(max_data_uri_bytes=10),
+            "too_large",
+        ),
+    ],
+)
+def test_the_operators_policy_refuses_precisely(
+    fields: dict[str, Any], policy: InputPolicy, problem: str
+) -> None:
+    rejection = decode_request(encode(with_input(**fields)), policy)
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, rejection.request_id) == ("policy", "order-8841")
+    assert rejection.details is not None
+    assert [d["type"] for d in rejection.details] == [problem]
+
+
+@pytest.mark.parametrize(
+    ("url", "policy"),
+    [
+        ("http://example.com/a.png", InputPolicy(allow_http=True)),
+        ("https://cdn.example.com/a.png", InputPolicy(allowed_hosts=frozenset({"example.com"}))),
+        ("https://example.com/a.png", InputPolicy(allowed_hosts=frozenset({"example.com"}))),
+        ("data:image/png;base64,iVBORw0KGgo=", InputPolicy(max_data_uri_bytes=8)),
+    ],
+)
+def test_the_policy_lets_through_what_it_allows(url: str, policy: InputPolicy) -> None:
+    assert isinstance(decode_request(encode(with_input(image_url=url)), policy), VideoRequest)
