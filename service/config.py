@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None  # a client certificate (mutual TLS), optional
+    kafka_ssl_keyfile: str | None = None
 
     fal_key: SecretStr | None = None
     fal_queue_url: str = Field(default="https://queue.fal.run", pattern=r"^https?://[^/\s]+")
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
         "kafka_sasl_username",
         "kafka_sasl_password",
         "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
         "relay_group_instance_id",
         "relay_jobs_topic_replication",
         "relay_session_timeout_s",
@@ -106,7 +110,7 @@ class Settings(BaseSettings):
         # `FAL_KEY=` in a manifest or an empty Secret means "not set", not "a key of no text".
         return None if value == "" else value
 
-    @field_validator("kafka_ssl_cafile")
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
     @classmethod
     def _cafile_exists(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).is_file():
@@ -117,6 +121,8 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.relay_poll_min_interval_s > self.relay_poll_max_interval_s:
             raise ValueError("RELAY_POLL_MIN_INTERVAL_S must not exceed RELAY_POLL_MAX_INTERVAL_S")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
         if self.relay_watch_mode == "webhook" and not self.relay_webhook_url:
             raise ValueError("RELAY_WEBHOOK_URL is required with RELAY_WATCH_MODE=webhook")
         if self.relay_dedupe_retention_s <= self.relay_job_timeout_s:

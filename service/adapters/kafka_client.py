@@ -20,7 +20,11 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "client_id": CLIENT_ID,
     }
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        context: ssl.SSLContext = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
         options["ssl_context"] = context
     if settings.kafka_security_protocol.startswith("SASL"):
         assert settings.kafka_sasl_password is not None  # checked by Settings

@@ -301,7 +301,14 @@ SCENARIOS: dict[str, Values] = {
         },
         "imagePullSecrets": [{"name": "regcred"}],
         "config": {
-            "kafka": {"securityProtocol": "SSL", "tls": {"caFile": "/etc/ssl/certs/ca.pem"}},
+            "kafka": {
+                "securityProtocol": "SSL",
+                "tls": {
+                    "caFile": "/etc/ssl/certs/ca.pem",
+                    "certFile": "/etc/kafka-client/tls.crt",
+                    "keyFile": "/etc/kafka-client/tls.key",
+                },
+            },
             "fal": {"queueUrl": "http://127.0.0.1:8470", "endpoint": "bytedance/lynx"},
             "relay": {
                 "jobsTopicReplication": 3,

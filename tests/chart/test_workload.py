@@ -306,7 +306,16 @@ def test_every_option_environment_is_accepted_by_the_relay(tmp_path: Path) -> No
     assert "RELAY_GROUP_INSTANCE_ID" not in env
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
-    settings = load_settings({**env, "KAFKA_SSL_CAFILE": str(ca)})
+    assert (env["KAFKA_SSL_CERTFILE"], env["KAFKA_SSL_KEYFILE"]) == (
+        "/etc/kafka-client/tls.crt",
+        "/etc/kafka-client/tls.key",
+    )
+    files = {
+        "KAFKA_SSL_CAFILE": str(ca),
+        "KAFKA_SSL_CERTFILE": str(ca),
+        "KAFKA_SSL_KEYFILE": str(ca),
+    }
+    settings = load_settings({**env, **files})
     assert settings.relay_session_timeout_s == 45
     assert settings.relay_price_per_video_second == pytest.approx(0.65)
     assert settings.fal_endpoint == "bytedance/lynx"
