@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -351,6 +352,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        # 1e999 parses to infinity, which JSON cannot carry back out (an echoed metadata
+        # value would make the result event unreadable).
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two values for one key are read differently by different parsers: refuse, don't guess.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key[:50]!r}")
+        obj[key] = value
+    return obj
+
+
 def decode_request(
     raw: bytes | None, policy: InputPolicy = DEFAULT_POLICY
 ) -> VideoRequest | CancelRequest | Rejection:
@@ -369,7 +389,12 @@ def decode_request(
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"value is not UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except (ValueError, RecursionError) as exc:
         return Rejection("not_json", f"value is not JSON: {exc}")
     if not isinstance(obj, dict):

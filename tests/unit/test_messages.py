@@ -188,3 +188,63 @@ def test_the_operators_policy_refuses_precisely(
 )
 def test_the_policy_lets_through_what_it_allows(url: str, policy: InputPolicy) -> None:
     assert isinstance(decode_request(encode(with_input(image_url=url)), policy), VideoRequest)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"request_id": "a", "request_id": "b", "input": {}}',
+        b'{"request_id": "x", "input": {"image_url": "https://a", "prompt": "p"}, '
+        b'"metadata": {"n": 1e999}}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"request_id": "x", "n": ' + b"9" * 5000 + b"}",
+        b'{"request_id": "x", "input": {"prompt": Infinity}}',
+    ],
+    ids=["duplicate-keys", "infinite-number", "deep-nesting", "huge-integer", "infinity"],
+)
+def test_ambiguous_or_unrepresentable_json_is_not_json(raw: bytes) -> None:
+    rejection = decode_request(raw)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == "not_json"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    request_id=st.one_of(st.text(max_size=140), st.integers(), st.none(), JSON),
+    input_=st.one_of(
+        JSON,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "image_url": st.one_of(st.text(), st.just("https://e.com/a.png"), JSON),
+                "prompt": st.one_of(st.text(), JSON),
+                "num_frames": st.one_of(st.integers(), st.floats(), st.text(), JSON),
+                "resolution": st.one_of(st.sampled_from(["480p", "4k", ""]), JSON),
+            },
+        ),
+    ),
+    metadata=JSON,
+)
+def test_hostile_shapes_decode_to_a_request_or_a_precise_rejection(
+    request_id: Any, input_: Any, metadata: Any
+) -> None:
+    """Whatever the types, no exception escapes, and a rejection says why."""
+    raw = json.dumps({"request_id": request_id, "input": input_, "metadata": metadata}).encode()
+    decoded = decode_request(raw)
+    assert isinstance(decoded, VideoRequest | Rejection)
+    if isinstance(decoded, Rejection):
+        assert decoded.message
+        if decoded.reason in ("schema", "policy"):
+            assert decoded.request_id == request_id
+            assert decoded.details
+    else:
+        # Accepted means it can be published back out as JSON.
+        json.loads(decoded.model_dump_json())
