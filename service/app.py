@@ -98,6 +98,7 @@ class RelayService:
             relay is not None
             and relay.running
             and not relay.fal_key_refused
+            and not relay.failing_writes
             and not self._stop.is_set()
         )
 

@@ -141,6 +141,13 @@ class RelayMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.kafka_writes_failing = Gauge(
+            p + "kafka_writes_failing",
+            "1 while writes of this kind (results, dead_letter, ledger) keep failing: nothing is "
+            "committed past them and /readyz is red.",
+            ["topic_kind"],
+            registry=r,
+        )
         self.fal_key_refused = Gauge(
             p + "fal_key_refused",
             "1 while fal refuses the key (401/403): intake is paused and /readyz is red.",
@@ -196,6 +203,7 @@ def zero_series(metrics: RelayMetrics) -> None:
             metrics.fal_http.labels(endpoint, cls)
     for kind in TOPIC_KINDS:
         metrics.publish_failures.labels(kind)
+        metrics.kafka_writes_failing.labels(kind).set(0)
 
 
 def status_class(status: int | None) -> str:

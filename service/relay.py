@@ -78,6 +78,7 @@ class RelayConfig:
     fetch_timeout: float = 0.5
     idle_poll: float = 1.0
     write_backoff: tuple[float, float] = (0.2, 5.0)
+    write_stall: float = 10.0
     ledger_expiry_interval: float = 60.0
     watch_mode: Literal["poll", "stream", "webhook"] = "poll"
     webhook_safety_poll: float = 60.0
@@ -136,6 +137,7 @@ class Relay:
         self._webhooks = _Webhooks()
         self._progress: dict[str, tuple[ProgressGate, list[int]]] = {}  # gate, logs seen
         self.fal_key_refused = False
+        self.failing_writes: dict[str, str] = {}  # topic kind -> the first error seen
         self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
         self._wake = asyncio.Event()
         self._stopping = False
@@ -899,21 +901,54 @@ class Relay:
         delay, cap = self._config.write_backoff
         while True:
             try:
-                await write()
+                await self._watched(write(), kind)
             except Exception as exc:  # aiokafka raises many types; every one means "not acked"
                 self._metrics.publish_failures.labels(kind).inc()
-                log.warning(
-                    "kafka_write_failed", topic_kind=kind, error=repr(exc), retry_in_s=delay
-                )
+                self._writes_failing(kind, exc)
+                log.debug("kafka_write_failed", topic_kind=kind, error=repr(exc), retry_in_s=delay)
                 await self._clock.sleep(delay)
                 delay = min(cap, delay * 2)
                 with contextlib.suppress(Exception):
                     await self._ledger.catch_up()
                     if self._view.get(entry.key) == entry:
                         log.info("kafka_write_had_landed", topic_kind=kind)
+                        self._writes_ok(kind)
                         return
             else:
+                self._writes_ok(kind)
                 return
+
+    async def _watched(self, write: Awaitable[None], kind: str) -> None:
+        """A write that is not acknowledged within ``write_stall`` counts as failing while it
+        waits (a broker that is down makes the client wait rather than fail)."""
+        task = asyncio.ensure_future(write)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._config.write_stall)
+            if not done:
+                self._writes_failing(
+                    kind, TimeoutError(f"no acknowledgement within {self._config.write_stall:g} s")
+                )
+            await task
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    def _writes_failing(self, kind: str, exc: Exception) -> None:
+        """One line per condition (a kind of write starting to fail), not one per message."""
+        if kind not in self.failing_writes:
+            self.failing_writes[kind] = repr(exc)
+            self._metrics.kafka_writes_failing.labels(kind).set(1)
+            self._log.error(
+                "kafka_writes_failing",
+                topic_kind=kind,
+                error=repr(exc),
+                hint="nothing is committed past the unwritten records; retrying with backoff",
+            )
+
+    def _writes_ok(self, kind: str) -> None:
+        if self.failing_writes.pop(kind, None) is not None:
+            self._metrics.kafka_writes_failing.labels(kind).set(0)
+            self._log.info("kafka_writes_recovered", topic_kind=kind)
 
     async def _commit(self, parts: Iterable[Partition] | None) -> None:
         # One commit at a time: a slower, older commit must never land after a newer one.

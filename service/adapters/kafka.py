@@ -187,6 +187,7 @@ class KafkaOutbox:
         self._queue: list[tuple[list[_Out], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._isolate = False
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._log = get_logger()
@@ -302,7 +303,12 @@ class KafkaOutbox:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch, self._queue = self._queue, []
+            if self._isolate:
+                # After a failed batch, one caller per transaction until one succeeds: a single
+                # unwritable record (too large, a topic gone) must not fail every write with it.
+                batch, self._queue = self._queue[:1], self._queue[1:]
+            else:
+                batch, self._queue = self._queue, []
             producer = self._producer
             assert producer is not None
             try:
@@ -316,14 +322,17 @@ class KafkaOutbox:
                 for _records, done in batch:
                     if not done.done():
                         done.set_exception(exc)
+                self._isolate = True
                 await self._replace_producer(exc)
             else:
+                self._isolate = False
                 for _records, done in batch:
                     if not done.done():
                         done.set_result(None)
 
     async def _replace_producer(self, cause: Exception) -> None:
-        self._log.warning("kafka_transaction_failed", error=repr(cause))
+        # The relay logs the condition once (kafka_writes_failing); this is the detail.
+        self._log.debug("kafka_transaction_failed", error=repr(cause))
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
@@ -333,7 +342,7 @@ class KafkaOutbox:
             try:
                 await producer.start()
             except Exception as exc:
-                self._log.warning("kafka_producer_restart_failed", error=repr(exc))
+                self._log.debug("kafka_producer_restart_failed", error=repr(exc))
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 await asyncio.sleep(delay)

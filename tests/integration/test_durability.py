@@ -14,10 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from service.emulator.config import EmulatorConfig
 from service.emulator.server import FalEmulator
+from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,
     committed_and_end,
@@ -151,19 +153,30 @@ async def test_rolling_restart_hands_off_in_seconds_and_resumes(topics: Topics) 
 
 
 async def test_the_relay_rides_out_a_broker_restart(tmp_path: Path) -> None:
+    """While the broker is down, results cannot be written: nothing is committed past them,
+    one line says so, /readyz is red; once it is back the relay carries on by itself."""
     broker = PrivateBroker(tmp_path / "kafka")
     bootstrap = await broker.start()
+    port = free_port()
     try:
         topics = await create_topics(bootstrap)
         async with emulator_running(EmulatorConfig(run_time=(0.5, 1.5), seed=14)) as fal:
-            env = relay_env(topics, fal.base_url, RELAY_MAX_IN_FLIGHT="10")
+            env = relay_env(
+                topics, fal.base_url, RELAY_MAX_IN_FLIGHT="10", RELAY_HTTP_PORT=str(port)
+            )
             relay = await RelayProcess(env, "relay").start()
             try:
                 await produce(topics.bootstrap, topics.requests, requests_for(30, "br"))
                 await relay.wait_for("result_published", times=5)
                 await broker.stop()
+                await relay.wait_for("kafka_writes_failing", within=60)
+                async with httpx.AsyncClient() as http:
+                    ready_while_down = (
+                        await http.get(f"http://127.0.0.1:{port}/readyz")
+                    ).status_code
                 await broker.start()
                 got = events(await consume(topics.bootstrap, topics.results, 30, within=180))
+                await relay.wait_for("kafka_writes_recovered", within=60)
                 assert await relay.terminate() == 0
                 assert len(await consume_all(topics.bootstrap, topics.results)) == 30
             finally:
@@ -175,6 +188,9 @@ async def test_the_relay_rides_out_a_broker_restart(tmp_path: Path) -> None:
     assert sorted(got) == sorted(f"br-{i}" for i in range(30))
     assert set(per_request.values()) == {1}
     assert committed == ends
+    assert ready_while_down == 503
+    # One line per condition and kind of write, not one per message or retry.
+    assert relay.count("kafka_writes_failing") <= 3
 
 
 async def test_one_request_id_five_times_one_job_one_event(topics: Topics) -> None:
