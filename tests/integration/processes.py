@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,17 +112,38 @@ class RelayProcess:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-class PrivateBroker:
-    """A broker of one test's own, for a test that stops and restarts it."""
+def listener_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports below Linux's ephemeral range (32768+), like the
+    script's controller port: a port a broker binds after it has opened client connections
+    (to its own controller) cannot then be taken by one of those connections."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20_000, 32_000)
+        if port in ports:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
-    def __init__(self, folder: Path) -> None:
+
+class PrivateBroker:
+    """A broker of one test's own, for a test that stops and restarts it. ``options`` are more
+    arguments for ``scripts/kafka start`` (e.g. its security listeners)."""
+
+    def __init__(self, folder: Path, options: Sequence[str] = ()) -> None:
         self.folder = str(folder)
         self.port = str(free_port())
         self.script = str(ROOT / "scripts" / "kafka")
+        self.options = tuple(options)
 
     def _run(self, command: str) -> str:
+        extra = self.options if command == "start" else ()
         done = subprocess.run(  # noqa: S603 - our own script
-            [self.script, command, "--port", self.port, "--dir", self.folder],
+            [self.script, command, "--port", self.port, "--dir", self.folder, *extra],
             capture_output=True,
             text=True,
             timeout=300,
@@ -134,3 +158,10 @@ class PrivateBroker:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._run, "stop")
+
+    def start_blocking(self) -> str:
+        """``start()`` for a module-scoped fixture, which has no event loop."""
+        return self._run("start")
+
+    def stop_blocking(self) -> None:
+        self._run("stop")
