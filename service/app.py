@@ -23,6 +23,7 @@ from httpx_aiohttp import AiohttpTransport
 from service.adapters.clock import SystemClock
 from service.adapters.fal import FalQueue
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
+from service.adapters.kafka_client import KafkaRefused, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
 from service.adapters.ops_http import OpsServer
 from service.adapters.webhooks import WebhookVerifier
@@ -163,6 +164,10 @@ class RelayService:
                     progress_max_logs=s.relay_progress_max_logs,
                 ),
             )
+            try:
+                await probe(s)
+            except KafkaRefused as exc:
+                raise StartupError(str(exc)) from None
             async with self._kafka_started("admin client"):
                 if s.relay_create_jobs_topic:
                     await ensure_ledger_topic(s)

@@ -259,11 +259,6 @@ def test_a_wrong_sasl_password_stops_the_relay_at_start_with_exit_code_2(
         assert secret not in run.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/app.py reports aiokafka's 'Unable to bootstrap from [...]', not the "
-    "authentication failure behind it (which only reaches the JSON log on stdout)",
-)
 @pytest.mark.parametrize("mechanism", [m for _, m in WRONG_PASSWORD_CASES])
 def test_the_wrong_password_line_names_the_problem(
     wrong_password_runs: dict[str, Run], mechanism: str
