@@ -29,28 +29,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import importlib.metadata
-import json
-import os
-import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
+from harness import ROOT, Emulator, drop_proxies, emulator_process, header_lines, write_output
 
 from service.adapters.fal import FalQueue
 from service.app import fal_http_client
@@ -58,7 +48,6 @@ from service.config import load_settings
 from service.metrics import RelayMetrics
 from service.ports import FalJobHandle, FalPhase
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "http-transport.md"
 TRANSPORTS = ("aiohttp", "httpx")
 CONCURRENCIES = (1, 32)
@@ -76,8 +65,6 @@ ARGUMENTS: dict[str, Any] = {
     "seed": 11,
 }
 PACKAGES = ("httpx", "httpx-aiohttp", "aiohttp", "httpcore", "sniffio")
-EMULATOR_START_S = 20.0
-EMULATOR_STOP_S = 10.0
 # With --run-time 0 a job is COMPLETED by its first status call; more polls mean something broke.
 MAX_POLLS_PER_JOB = 20
 SERVER_CPU_MIN_S = 0.2
@@ -115,109 +102,6 @@ class Counter:
     @property
     def total(self) -> int:
         return sum(self.calls.values())
-
-
-# --- the emulator process -----------------------------------------------------------------------
-
-
-class Emulator:
-    """The emulator as a child process on 127.0.0.1; ``server_cpu_s`` reads its CPU (Linux)."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
-        self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._log = log
-
-    def server_cpu_s(self) -> float | None:
-        try:
-            text = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return None
-        # Fields after the ")" that closes the command name; utime and stime are 14 and 15.
-        fields = text.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stats(self) -> dict[str, Any]:
-        # An opener without proxies: this must reach the loopback port, whatever the environment.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"{self.base_url}/_emulator/stats", timeout=2.0) as response:
-            body: dict[str, Any] = json.load(response)
-        return body
-
-    def log_text(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def emulator_process() -> Iterator[Emulator]:
-    """Start the emulator, wait until it answers, and stop it with SIGTERM (then SIGKILL)."""
-    with tempfile.TemporaryFile() as log:
-        emulator = _start_emulator(log)
-        try:
-            yield emulator
-        finally:
-            _stop_emulator(emulator)
-
-
-def _start_emulator(log: IO[bytes]) -> Emulator:
-    # The free port may be taken between our probe and the emulator's bind: try a few.
-    for _ in range(3):
-        port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "service",
-            "emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--run-time",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        emulator = Emulator(process, port, log)
-        deadline = time.monotonic() + EMULATOR_START_S
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                emulator.stats()
-            except (OSError, urllib.error.URLError, ValueError):
-                time.sleep(0.05)
-            else:
-                return emulator
-        if process.poll() is None:
-            _stop_emulator(emulator)
-            raise RuntimeError(f"the emulator did not answer in {EMULATOR_START_S:.0f} s")
-    raise RuntimeError(f"the emulator exited at start:\n{emulator.log_text()}")
-
-
-def _stop_emulator(emulator: Emulator) -> None:
-    process = emulator.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=EMULATOR_STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=EMULATOR_STOP_S)
-            print("warning: the emulator ignored SIGTERM and was killed", file=sys.stderr)
-    if process.returncode not in (0, -signal.SIGTERM):
-        print(
-            f"warning: the emulator exited with {process.returncode}:\n{emulator.log_text()}",
-            file=sys.stderr,
-        )
 
 
 # --- the measured work --------------------------------------------------------------------------
@@ -364,29 +248,12 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
-def _git_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        )
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
-
-
 def report(results: Results, plan: Plan, quick: bool) -> str:
     stat_cells = [f"status c={c}" for c in CONCURRENCIES]
     lines = [
         "# HTTP transport benchmark: cost of one fal call in the relay's process",
         "",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit: {_git_commit()}",
-        f"- machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()}; "
-        f"Python {platform.python_version()}",
+        *header_lines(),
         f"- packages: {_versions()}",
         f"- run: {'--quick, ' if quick else ''}{plan.calls} status calls a cell after "
         f"{plan.warmup_calls} warm-up; {plan.jobs} jobs (submit + status + result) at "
@@ -462,26 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     output: Path | None = args.output or (None if args.quick else DEFAULT_OUTPUT)
     # Loopback only: a proxy from the environment would change the transport httpx mounts.
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        os.environ.pop(name, None)
+    drop_proxies()
 
     counter = Counter()
-    with emulator_process() as emulator:
+    with emulator_process(["--run-time", "0"]) as emulator:
         results = asyncio.run(run_all(emulator, counter, plan))
         check_counts(emulator, counter)
-    text = report(results, plan, args.quick)
-    print(text)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        print(f"wrote {output}", file=sys.stderr)
+    write_output(report(results, plan, args.quick), output)
     return 0
 
 

@@ -37,33 +37,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
-import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
+from harness import (
+    PUBLISH_S,
+    ROOT,
+    Emulator,
+    RelayProcess,
+    Topics,
+    cell,
+    create_topics,
+    emulator_process,
+    header_lines,
+    http_get,
+    kafka_broker,
+    metric_samples,
+    publish,
+    relay_env,
+    request_record,
+    write_output,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "ledger-window.md"
-KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
 IN_FLIGHT = (8, 64)
 EMULATOR_RUN_TIME = "0.2-0.5"
 REQUEST_PARTITIONS = 6
@@ -75,18 +78,9 @@ PRICE_PER_VIDEO_USD = 3.0
 EXAMPLE_CYCLE_S = 60.0
 METRIC = "lynx_relay_ledger_write_seconds"
 
-KAFKA_START_S = 600.0  # the first start on a machine fetches Kafka's jars with Maven
-KAFKA_STOP_S = 120.0
-EMULATOR_START_S = 20.0
-EMULATOR_STOP_S = 10.0
-RELAY_START_S = 90.0
-RELAY_STOP_S = 60.0
-PUBLISH_S = 60.0
 # Waiting for N submissions: far more than the ~0.6 s a job takes at 8 in flight.
 SUBMIT_S_PER_JOB = 0.5
 SUBMIT_MIN_S = 120.0
-HTTP_S = 5.0
-LOG_TAIL = 30
 # The relay logs the window rounded to 0.01 ms; the histogram holds it unrounded.
 ROUNDING_S = 0.005e-3
 
@@ -123,324 +117,47 @@ class Sample:
         return len(self.windows_ms) / self.span_s
 
 
-@dataclass(frozen=True, slots=True)
-class Topics:
-    requests: str
-    results: str
-    dead_letters: str
-    jobs: str
-    group: str
+class Relay(RelayProcess):
+    """``python -m service run``, collecting the first N ``job_submitted`` lines."""
 
-    @classmethod
-    def fresh(cls, label: str) -> Topics:
-        base = f"bench.ledger-window.{label}.{uuid.uuid4().hex[:8]}"
-        return cls(
-            requests=f"{base}.requests",
-            results=f"{base}.results",
-            dead_letters=f"{base}.dlq",
-            jobs=f"{base}.jobs",
-            group=f"{base}.group",
-        )
+    def __init__(self, env: dict[str, str], jobs: int) -> None:
+        super().__init__(env)
+        self.jobs = jobs  # how many job_submitted lines to collect
+        self.submitted: list[dict[str, Any]] = []
+        self.seen_n_at: float | None = None  # time.monotonic() when the N-th line was read
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http_get(url: str) -> bytes:
-    # An opener without proxies: this must reach the loopback port, whatever the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=HTTP_S) as response:
-        body: bytes = response.read()
-        return body
-
-
-# --- the broker ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def kafka_broker() -> Iterator[str]:
-    """A private single-node broker in a temporary folder; stopped (and removed) afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lynx-bench-kafka-") as folder:
-        port = str(_free_port())
-        command = [str(KAFKA_SCRIPT), "start", "--port", port, "--dir", folder]
-        try:
-            print(f"starting Kafka on 127.0.0.1:{port} ...", file=sys.stderr)
-            started = subprocess.run(
-                command,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=KAFKA_START_S,
-                check=False,
-            )
-            if started.returncode != 0:
-                raise RuntimeError(f"could not start Kafka:\n{started.stderr[-3000:]}")
-            yield started.stdout.strip().splitlines()[-1]
-        finally:
-            # Also after a start that timed out: the broker runs in its own session.
-            stopped = subprocess.run(
-                [str(KAFKA_SCRIPT), "stop", "--port", port, "--dir", folder],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=KAFKA_STOP_S,
-                check=False,
-            )
-            if stopped.returncode != 0:
-                print(f"warning: kafka stop failed:\n{stopped.stderr[-2000:]}", file=sys.stderr)
-
-
-async def create_topics(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(topics.requests, num_partitions=REQUEST_PARTITIONS, replication_factor=1),
-                NewTopic(topics.results, num_partitions=OTHER_PARTITIONS, replication_factor=1),
-                NewTopic(
-                    topics.dead_letters, num_partitions=OTHER_PARTITIONS, replication_factor=1
-                ),
-            ]
-        )
-    finally:
-        await admin.close()
-
-
-# --- the emulator process -----------------------------------------------------------------------
-
-
-class Emulator:
-    """The emulator as a child process on 127.0.0.1."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
-        self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._log = log
-
-    def stats(self) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(_http_get(f"{self.base_url}/_emulator/stats"))
-        return body
-
-    def log_text(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:]
-
-
-@contextlib.contextmanager
-def emulator_process() -> Iterator[Emulator]:
-    """Start the emulator, wait until it answers, and stop it with SIGTERM (then SIGKILL)."""
-    with tempfile.TemporaryFile() as log:
-        emulator = _start_emulator(log)
-        try:
-            yield emulator
-        finally:
-            _stop_emulator(emulator)
-
-
-def _start_emulator(log: IO[bytes]) -> Emulator:
-    # The free port may be taken between our probe and the emulator's bind: try a few.
-    for _ in range(3):
-        port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "service",
-            "emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--run-time",
-            EMULATOR_RUN_TIME,
-            "--log-level",
-            "warning",
-        ]
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        emulator = Emulator(process, port, log)
-        deadline = time.monotonic() + EMULATOR_START_S
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                emulator.stats()
-            except (OSError, urllib.error.URLError, ValueError):
-                time.sleep(0.05)
-            else:
-                return emulator
-        if process.poll() is None:
-            _stop_emulator(emulator)
-            raise RuntimeError(f"the emulator did not answer in {EMULATOR_START_S:.0f} s")
-    raise RuntimeError(f"the emulator exited at start:\n{emulator.log_text()}")
-
-
-def _stop_emulator(emulator: Emulator) -> None:
-    process = emulator.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=EMULATOR_STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=EMULATOR_STOP_S)
-            print("warning: the emulator ignored SIGTERM and was killed", file=sys.stderr)
-    if process.returncode not in (0, -signal.SIGTERM):
-        print(
-            f"warning: the emulator exited with {process.returncode}:\n{emulator.log_text()}",
-            file=sys.stderr,
-        )
-
-
-# --- the relay process --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Relay:
-    """``python -m service run`` as a child process whose JSON log lines are read as they come."""
-
-    env: dict[str, str]
-    jobs: int  # how many job_submitted lines to collect
-    process: asyncio.subprocess.Process | None = None
-    submitted: list[dict[str, Any]] = field(default_factory=list)
-    started: dict[str, Any] | None = None
-    tail: list[str] = field(default_factory=list)
-    seen_n_at: float | None = None  # time.monotonic() when the N-th job_submitted was read
-    _reader: asyncio.Task[None] | None = None
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _stderr: IO[bytes] | None = None
-
-    async def start(self, stderr: IO[bytes]) -> None:
-        self._stderr = stderr
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service",
-            "run",
-            cwd=ROOT,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        self._reader = asyncio.create_task(self._read())
-        await self._until(lambda: self.started is not None, RELAY_START_S, "relay_started")
-
-    async def _read(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        # Read to the end, also after the N-th line: a full pipe would stall the relay.
-        while raw := await self.process.stdout.readline():
-            text = raw.decode(errors="replace").rstrip("\n")
-            self.tail = [*self.tail[-(LOG_TAIL - 1) :], text]
-            try:
-                line = json.loads(text)
-            except ValueError:
-                continue
-            if not isinstance(line, dict):
-                continue
-            event = line.get("event")
-            if event == "relay_started":
-                self.started = line
-            elif event == "job_submitted":
-                self.submitted.append(line)
-                if len(self.submitted) == self.jobs:
-                    self.seen_n_at = time.monotonic()
-            self._changed.set()
-        self._changed.set()
-
-    async def _until(self, done: Callable[[], bool], within: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not done():
-                    if self._reader is not None and self._reader.done():
-                        raise RuntimeError(f"the relay exited before {what}\n{self.diagnostics()}")
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise RuntimeError(f"no {what} within {within:.0f} s\n{self.diagnostics()}") from None
+    def on_line(self, line: dict[str, Any]) -> None:
+        super().on_line(line)
+        if line.get("event") == "job_submitted":
+            self.submitted.append(line)
+            if len(self.submitted) == self.jobs:
+                self.seen_n_at = time.monotonic()
 
     async def wait_submitted(self, within: float) -> None:
-        await self._until(
+        await self.until(
             lambda: len(self.submitted) >= self.jobs, within, f"{self.jobs} job_submitted lines"
         )
 
-    async def terminate(self) -> int:
-        """SIGTERM, then wait for the exit and the end of its output."""
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(RELAY_STOP_S):
-            code = await self.process.wait()
-            if self._reader is not None:
-                await self._reader
-        return code
 
-    async def close(self) -> None:
-        """Whatever happened before: the process is gone afterwards."""
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
-
-    def diagnostics(self) -> str:
-        err = ""
-        if self._stderr is not None:
-            self._stderr.seek(0)
-            err = self._stderr.read().decode(errors="replace")[-2000:]
-        return "last stdout lines:\n" + "\n".join(self.tail) + f"\nstderr:\n{err}"
-
-
-def relay_env(bootstrap: str, emulator: Emulator, topics: Topics, in_flight: int) -> dict[str, str]:
+def ledger_env(
+    bootstrap: str, emulator: Emulator, topics: Topics, in_flight: int
+) -> dict[str, str]:
     # Nothing inherited may change the relay's settings (or send it through a proxy).
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RELAY_", "KAFKA_", "FAL_")) and not k.lower().endswith("_proxy")
-    }
-    return {
-        **inherited,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "FAL_QUEUE_URL": emulator.base_url,
-        "RELAY_REQUESTS_TOPIC": topics.requests,
-        "RELAY_RESULTS_TOPIC": topics.results,
-        "RELAY_DEAD_LETTER_TOPIC": topics.dead_letters,
-        "RELAY_GROUP_ID": topics.group,
-        "RELAY_JOBS_TOPIC": topics.jobs,
-        "RELAY_JOBS_TOPIC_PARTITIONS": str(JOBS_TOPIC_PARTITIONS),
-        "RELAY_HTTP_HOST": "127.0.0.1",
-        "RELAY_HTTP_PORT": str(_free_port()),
-        "RELAY_MAX_IN_FLIGHT": str(in_flight),
-        "RELAY_POLL_MIN_INTERVAL_S": "0.05",
-        "RELAY_POLL_MAX_INTERVAL_S": "0.25",
-    }
+    return relay_env(
+        bootstrap,
+        emulator.base_url,
+        topics,
+        in_flight=in_flight,
+        jobs_partitions=JOBS_TOPIC_PARTITIONS,
+        extra={"RELAY_POLL_MIN_INTERVAL_S": "0.05", "RELAY_POLL_MAX_INTERVAL_S": "0.25"},
+    )
 
 
 # --- one run ------------------------------------------------------------------------------------
 
 
-async def publish(bootstrap: str, topic: str, jobs: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        async with asyncio.timeout(PUBLISH_S):
-            sent = []
-            for i in range(jobs):
-                rid = f"w-{i}"
-                request = {
-                    "request_id": rid,
-                    "input": {"image_url": "https://example.com/s.png", "prompt": "bench"},
-                }
-                value = json.dumps(request).encode()
-                sent.append(await producer.send(topic, value, key=rid.encode()))
-            await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
+async def publish_requests(bootstrap: str, topic: str, jobs: int) -> None:
+    await publish(bootstrap, topic, (request_record(f"w-{i}") for i in range(jobs)), PUBLISH_S)
 
 
 def _ts(line: dict[str, Any]) -> float:
@@ -461,13 +178,12 @@ def check_and_sample(relay: Relay, emulator: Emulator, jobs: int, started_at: fl
 
     assert relay.started is not None
     port = relay.started["http_port"]
-    text = _http_get(f"http://127.0.0.1:{port}/metrics").decode()
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == METRIC:
-            for s in family.samples:
-                if s.name in (f"{METRIC}_count", f"{METRIC}_sum"):
-                    found[s.name] = s.value
+    text = http_get(f"http://127.0.0.1:{port}/metrics").decode()
+    found: dict[str, float] = {
+        name: value
+        for name, _labels, value in metric_samples(text, METRIC)
+        if name in (f"{METRIC}_count", f"{METRIC}_sum")
+    }
     count, total = found.get(f"{METRIC}_count"), found.get(f"{METRIC}_sum")
     logged = sum(windows_ms) / 1000
     if count != jobs or total is None or abs(total - logged) > jobs * ROUNDING_S + 1e-6:
@@ -483,14 +199,22 @@ def check_and_sample(relay: Relay, emulator: Emulator, jobs: int, started_at: fl
 
 
 async def run_once(bootstrap: str, in_flight: int, jobs: int) -> Sample:
-    topics = Topics.fresh(f"f{in_flight}")
-    await create_topics(bootstrap, topics)
-    with emulator_process() as emulator, tempfile.TemporaryFile() as stderr:
-        relay = Relay(relay_env(bootstrap, emulator, topics, in_flight), jobs)
+    topics = Topics.fresh("bench.ledger-window", f"f{in_flight}")
+    await create_topics(
+        bootstrap,
+        topics,
+        request_partitions=REQUEST_PARTITIONS,
+        other_partitions=OTHER_PARTITIONS,
+    )
+    with (
+        emulator_process(["--run-time", EMULATOR_RUN_TIME]) as emulator,
+        tempfile.TemporaryFile() as stderr,
+    ):
+        relay = Relay(ledger_env(bootstrap, emulator, topics, in_flight), jobs)
         try:
             await relay.start(stderr)
             started_at = time.monotonic()
-            await publish(bootstrap, topics.requests, jobs)
+            await publish_requests(bootstrap, topics.requests, jobs)
             await relay.wait_submitted(max(SUBMIT_MIN_S, jobs * SUBMIT_S_PER_JOB))
             sample = check_and_sample(relay, emulator, jobs, started_at)
             code = await relay.terminate()
@@ -522,28 +246,6 @@ async def run_all(bootstrap: str, plan: Plan) -> Results:
 
 
 # --- the report ---------------------------------------------------------------------------------
-
-
-def _cell(values: Sequence[float], fmt: str) -> str:
-    med = format(statistics.median(values), fmt)
-    if len(values) == 1:
-        return med
-    return f"{med} ({format(min(values), fmt)}-{format(max(values), fmt)})"
-
-
-def _git_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        )
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
 def _median(samples: Sequence[Sample], what: str) -> float:
@@ -607,9 +309,7 @@ def report(results: Results, plan: Plan, quick: bool, command: str) -> str:
     lines = [
         "# Ledger window: how many paid duplicates a kill -9 would cost",
         "",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit: {_git_commit()}",
-        f"- machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()}; "
-        f"Python {platform.python_version()}",
+        *header_lines(),
         f"- reproduce: `{command}`",
         f"- run: {'--quick, ' if quick else ''}{plan.jobs} requests per run, "
         f"{plan.repetitions} repetition(s) per setting; one single-node Kafka on loopback; per "
@@ -633,13 +333,13 @@ def report(results: Results, plan: Plan, quick: bool, command: str) -> str:
         samples = results[in_flight]
         lines.append(
             f"| {in_flight} "
-            f"| {_cell([s.quantile(50) for s in samples], '.2f')} "
-            f"| {_cell([s.quantile(90) for s in samples], '.2f')} "
-            f"| {_cell([s.quantile(99) for s in samples], '.2f')} "
-            f"| {_cell([max(s.windows_ms) for s in samples], '.2f')} "
-            f"| {_cell([s.rate for s in samples], '.1f')} "
-            f"| {_cell([s.exposure for s in samples], '.4f')} "
-            f"| {_cell([s.exposure * PRICE_PER_VIDEO_USD for s in samples], '.2f')} |"
+            f"| {cell([s.quantile(50) for s in samples], '.2f')} "
+            f"| {cell([s.quantile(90) for s in samples], '.2f')} "
+            f"| {cell([s.quantile(99) for s in samples], '.2f')} "
+            f"| {cell([max(s.windows_ms) for s in samples], '.2f')} "
+            f"| {cell([s.rate for s in samples], '.1f')} "
+            f"| {cell([s.exposure for s in samples], '.4f')} "
+            f"| {cell([s.exposure * PRICE_PER_VIDEO_USD for s in samples], '.2f')} |"
         )
     lines += ["", reading(results, plan)]
     return "\n".join(lines) + "\n"
@@ -664,12 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with kafka_broker() as bootstrap:
         results = asyncio.run(run_all(bootstrap, plan))
-    text = report(results, plan, args.quick, command)
-    print(text)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        print(f"wrote {output}", file=sys.stderr)
+    write_output(report(results, plan, args.quick, command), output)
     return 0
 
 

@@ -33,7 +33,7 @@ each mode and for jobs that run 10 s and 60 s at fal, with every part a real pro
 
 Run (from the project root)::
 
-    uv run python bench/watch_modes.py           # 10 s and 60 s jobs, waves of 4 and 8: ~9 min
+    uv run python bench/watch_modes.py           # 10 s and 60 s jobs, waves of 4 and 8: ~8 min
     uv run python bench/watch_modes.py --quick   # 2 s and 5 s jobs, one wave of 2: a smoke run
 
 The full run writes ``bench/results/watch-modes.md``; ``--quick`` writes only with ``--output``.
@@ -44,32 +44,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
+from harness import (
+    PUBLISH_S,
+    ROOT,
+    Emulator,
+    RelayProcess,
+    Topics,
+    clean_env,
+    create_topics,
+    emulator_process,
+    epoch,
+    free_port,
+    git_commit,
+    header_lines,
+    kafka_broker,
+    metric_samples,
+    publish,
+    relay_env,
+    request_record,
+    seconds,
+    write_output,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "watch-modes.md"
-KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
 MODES = ("poll", "stream", "webhook")
 REQUEST_PARTITIONS = 3
 OTHER_PARTITIONS = 3
@@ -84,18 +90,9 @@ POLL_DELAY_S = 1.0  # ... with the result at most 1 s late
 PUSH_DELAY_S = 0.1  # stream and webhook: under 100 ms
 CHECKED_RUN_TIME_S = 60.0
 
-KAFKA_START_S = 600.0  # the first start on a machine fetches Kafka's jars with Maven
-KAFKA_STOP_S = 120.0
-EMULATOR_START_S = 20.0
-EMULATOR_STOP_S = 10.0
-RELAY_START_S = 90.0
-RELAY_STOP_S = 60.0
-PUBLISH_S = 60.0
 # Waiting for a wave's results: its run time, plus the slowest watch (a 10 s poll interval when
 # cold, the 60 s safety poll for a lost webhook), plus room for a slow machine.
 WAVE_SLACK_S = 120.0
-HTTP_S = 5.0
-LOG_TAIL = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,277 +136,43 @@ class Wave:
         return "cold" if self.index == 0 else "warm"
 
 
-@dataclass(frozen=True, slots=True)
-class Topics:
-    requests: str
-    results: str
-    dead_letters: str
-    jobs: str
-    group: str
-
-    @classmethod
-    def fresh(cls, label: str) -> Topics:
-        base = f"bench.watch-modes.{label}.{uuid.uuid4().hex[:8]}"
-        return cls(
-            requests=f"{base}.requests",
-            results=f"{base}.results",
-            dead_letters=f"{base}.dlq",
-            jobs=f"{base}.jobs",
-            group=f"{base}.group",
-        )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _http_get(url: str) -> bytes:
-    # An opener without proxies: this must reach the loopback port, whatever the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=HTTP_S) as response:
-        body: bytes = response.read()
-        return body
-
-
 def _clean_env() -> dict[str, str]:
-    """This environment without relay, Kafka, fal or proxy settings."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RELAY_", "KAFKA_", "FAL_")) and not k.lower().endswith("_proxy")
-    }
+    return clean_env()
 
 
 def _seconds(value: float) -> str:
-    return format(value, "g")
-
-
-# --- the broker ---------------------------------------------------------------------------------
+    return seconds(value)
 
 
 @contextlib.contextmanager
-def kafka_broker() -> Iterator[str]:
-    """A private single-node broker in a temporary folder; stopped (and removed) afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lynx-bench-kafka-") as folder:
-        port = str(_free_port())
-        command = [str(KAFKA_SCRIPT), "start", "--port", port, "--dir", folder]
-        try:
-            print(f"starting Kafka on 127.0.0.1:{port} ...", file=sys.stderr)
-            started = subprocess.run(
-                command,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=KAFKA_START_S,
-                check=False,
-            )
-            if started.returncode != 0:
-                raise RuntimeError(f"could not start Kafka:\n{started.stderr[-3000:]}")
-            yield started.stdout.strip().splitlines()[-1]
-        finally:
-            # Also after a start that timed out: the broker runs in its own session.
-            stopped = subprocess.run(
-                [str(KAFKA_SCRIPT), "stop", "--port", port, "--dir", folder],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=KAFKA_STOP_S,
-                check=False,
-            )
-            if stopped.returncode != 0:
-                print(f"warning: kafka stop failed:\n{stopped.stderr[-2000:]}", file=sys.stderr)
-
-
-async def create_topics(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(topics.requests, num_partitions=REQUEST_PARTITIONS, replication_factor=1),
-                NewTopic(topics.results, num_partitions=OTHER_PARTITIONS, replication_factor=1),
-                NewTopic(
-                    topics.dead_letters, num_partitions=OTHER_PARTITIONS, replication_factor=1
-                ),
-            ]
-        )
-    finally:
-        await admin.close()
-
-
-# --- the emulator process -----------------------------------------------------------------------
-
-
-class Emulator:
-    """The emulator as a child process on 127.0.0.1."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
-        self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._log = log
-
-    def stats(self, *, jobs: bool = False) -> dict[str, Any]:
-        query = "?jobs=1" if jobs else ""
-        body: dict[str, Any] = json.loads(_http_get(f"{self.base_url}/_emulator/stats{query}"))
-        return body
-
-    def calls(self) -> dict[str, int]:
-        """The emulator's own count of queue calls, by kind (a stream counts as status)."""
-        return {kind: int(counts["total"]) for kind, counts in self.stats()["calls"].items()}
-
-    def log_text(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:]
-
-
-@contextlib.contextmanager
-def emulator_process(run_time: float) -> Iterator[Emulator]:
-    """Start the emulator, wait until it answers, and stop it with SIGTERM (then SIGKILL)."""
-    with tempfile.TemporaryFile() as log:
-        emulator = _start_emulator(log, run_time)
-        try:
-            yield emulator
-        finally:
-            _stop_emulator(emulator)
-
-
-def _start_emulator(log: IO[bytes], run_time: float) -> Emulator:
-    # The free port may be taken between our probe and the emulator's bind: try a few.
-    for _ in range(3):
-        port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "service",
-            "emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--run-time",
-            _seconds(run_time),
-            "--queue-wait",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=_clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        emulator = Emulator(process, port, log)
-        deadline = time.monotonic() + EMULATOR_START_S
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                emulator.stats()
-            except (OSError, urllib.error.URLError, ValueError):
-                time.sleep(0.05)
-            else:
-                return emulator
-        if process.poll() is None:
-            _stop_emulator(emulator)
-            raise RuntimeError(f"the emulator did not answer in {EMULATOR_START_S:.0f} s")
-    raise RuntimeError(f"the emulator exited at start:\n{emulator.log_text()}")
-
-
-def _stop_emulator(emulator: Emulator) -> None:
-    process = emulator.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=EMULATOR_STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=EMULATOR_STOP_S)
-            print("warning: the emulator ignored SIGTERM and was killed", file=sys.stderr)
-    if process.returncode not in (0, -signal.SIGTERM):
-        print(
-            f"warning: the emulator exited with {process.returncode}:\n{emulator.log_text()}",
-            file=sys.stderr,
-        )
+def watch_emulator(run_time: float) -> Iterator[Emulator]:
+    """The emulator with fixed-length jobs, no queue wait and no concurrency limit."""
+    options = ["--run-time", _seconds(run_time), "--queue-wait", "0"]
+    with emulator_process(options, env=_clean_env()) as emulator:
+        yield emulator
 
 
 # --- the relay process --------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Relay:
-    """``python -m service run`` as a child process whose JSON log lines are read as they come."""
+class Relay(RelayProcess):
+    """``python -m service run``, collecting ``result_published`` lines and warnings."""
 
-    env: dict[str, str]
-    process: asyncio.subprocess.Process | None = None
-    started: dict[str, Any] | None = None
-    published: dict[str, dict[str, Any]] = field(default_factory=dict)  # request_id -> line
-    warnings: dict[str, int] = field(default_factory=dict)  # event -> count, warning and above
-    tail: list[str] = field(default_factory=list)
-    _reader: asyncio.Task[None] | None = None
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _stderr: IO[bytes] | None = None
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.published: dict[str, dict[str, Any]] = {}  # request_id -> line
+        self.warnings: dict[str, int] = {}  # event -> count, warning and above
 
-    async def start(self, stderr: IO[bytes]) -> None:
-        self._stderr = stderr
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service",
-            "run",
-            cwd=ROOT,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        self._reader = asyncio.create_task(self._read())
-        await self._until(lambda: self.started is not None, RELAY_START_S, "relay_started")
-
-    @property
-    def http_port(self) -> int:
-        assert self.started is not None
-        return int(self.started["http_port"])
-
-    async def _read(self) -> None:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        # Read to the end: a full pipe would stall the relay.
-        while raw := await self.process.stdout.readline():
-            text = raw.decode(errors="replace").rstrip("\n")
-            self.tail = [*self.tail[-(LOG_TAIL - 1) :], text]
-            try:
-                line = json.loads(text)
-            except ValueError:
-                continue
-            if not isinstance(line, dict):
-                continue
-            event = str(line.get("event"))
-            if event == "relay_started":
-                self.started = line
-            elif event == "result_published" and "request_id" in line:
-                self.published[str(line["request_id"])] = line
-            if line.get("level") in ("warning", "error", "critical"):
-                self.warnings[event] = self.warnings.get(event, 0) + 1
-            self._changed.set()
-        self._changed.set()
-
-    async def _until(self, done: Callable[[], bool], within: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not done():
-                    if self._reader is not None and self._reader.done():
-                        raise RuntimeError(f"the relay exited before {what}\n{self.diagnostics()}")
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise RuntimeError(f"no {what} within {within:.0f} s\n{self.diagnostics()}") from None
+    def on_line(self, line: dict[str, Any]) -> None:
+        super().on_line(line)
+        event = str(line.get("event"))
+        if event == "result_published" and "request_id" in line:
+            self.published[str(line["request_id"])] = line
+        if line.get("level") in ("warning", "error", "critical"):
+            self.warnings[event] = self.warnings.get(event, 0) + 1
 
     async def wait_published(self, ids: Sequence[str], within: float) -> None:
-        await self._until(
+        await self.until(
             lambda: all(rid in self.published for rid in ids),
             within,
             f"result_published for all {len(ids)} requests",
@@ -417,93 +180,42 @@ class Relay:
 
     def fal_calls(self) -> dict[str, float]:
         """``lynx_relay_fal_http_requests_total`` by endpoint, summed over status classes."""
-        text = _http_get(f"http://127.0.0.1:{self.http_port}/metrics").decode()
         calls: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name != METRIC:
-                continue
-            for sample in family.samples:
-                if sample.name == f"{METRIC}_total":
-                    endpoint = sample.labels["endpoint"]
-                    calls[endpoint] = calls.get(endpoint, 0.0) + sample.value
+        for name, labels, value in metric_samples(self.metrics_text(), METRIC):
+            if name == f"{METRIC}_total":
+                endpoint = labels["endpoint"]
+                calls[endpoint] = calls.get(endpoint, 0.0) + value
         return calls
 
-    async def terminate(self) -> int:
-        """SIGTERM, then wait for the exit and the end of its output."""
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(RELAY_STOP_S):
-            code = await self.process.wait()
-            if self._reader is not None:
-                await self._reader
-        return code
 
-    async def close(self) -> None:
-        """Whatever happened before: the process is gone afterwards."""
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
-
-    def diagnostics(self) -> str:
-        err = ""
-        if self._stderr is not None:
-            self._stderr.seek(0)
-            err = self._stderr.read().decode(errors="replace")[-2000:]
-        return "last stdout lines:\n" + "\n".join(self.tail) + f"\nstderr:\n{err}"
-
-
-def relay_env(bootstrap: str, emulator: Emulator, topics: Topics, mode: str) -> dict[str, str]:
+def watch_env(bootstrap: str, emulator: Emulator, topics: Topics, mode: str) -> dict[str, str]:
     # Nothing inherited may change the relay's settings (or send it through a proxy). Poll
     # intervals and the webhook safety poll stay at their defaults.
-    http_port = _free_port()
-    env = {
-        **_clean_env(),
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "FAL_QUEUE_URL": emulator.base_url,
-        "RELAY_REQUESTS_TOPIC": topics.requests,
-        "RELAY_RESULTS_TOPIC": topics.results,
-        "RELAY_DEAD_LETTER_TOPIC": topics.dead_letters,
-        "RELAY_GROUP_ID": topics.group,
-        "RELAY_JOBS_TOPIC": topics.jobs,
-        "RELAY_JOBS_TOPIC_PARTITIONS": str(JOBS_TOPIC_PARTITIONS),
-        "RELAY_HTTP_HOST": "127.0.0.1",
-        "RELAY_HTTP_PORT": str(http_port),
-        "RELAY_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
-        "RELAY_WATCH_MODE": mode,
-    }
+    http_port = free_port()
+    extra = {"RELAY_WATCH_MODE": mode}
     if mode == "webhook":
-        env["RELAY_WEBHOOK_URL"] = f"http://127.0.0.1:{http_port}/fal/webhook"
-        env["FAL_JWKS_URL"] = f"{emulator.base_url}/_emulator/jwks.json"
-    return env
+        extra["RELAY_WEBHOOK_URL"] = f"http://127.0.0.1:{http_port}/fal/webhook"
+        extra["FAL_JWKS_URL"] = f"{emulator.base_url}/_emulator/jwks.json"
+    return relay_env(
+        bootstrap,
+        emulator.base_url,
+        topics,
+        in_flight=MAX_IN_FLIGHT,
+        jobs_partitions=JOBS_TOPIC_PARTITIONS,
+        http_port=http_port,
+        extra=extra,
+    )
 
 
 # --- one cell: a mode and a run time ------------------------------------------------------------
 
 
-async def publish(bootstrap: str, topic: str, ids: Sequence[str]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        async with asyncio.timeout(PUBLISH_S):
-            sent = []
-            for rid in ids:
-                request = {
-                    "request_id": rid,
-                    "input": {"image_url": "https://example.com/s.png", "prompt": "bench"},
-                }
-                value = json.dumps(request).encode()
-                sent.append(await producer.send(topic, value, key=rid.encode()))
-            await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
+async def publish_ids(bootstrap: str, topic: str, ids: Sequence[str]) -> None:
+    await publish(bootstrap, topic, (request_record(rid) for rid in ids), PUBLISH_S)
 
 
 def _epoch(iso: object) -> float:
-    return datetime.fromisoformat(str(iso)).timestamp()
+    return epoch(iso)
 
 
 def delays(
@@ -555,11 +267,16 @@ def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 
 async def run_cell(bootstrap: str, mode: str, run_time: float, plan: Plan) -> list[Wave]:
-    topics = Topics.fresh(f"{mode}-{_seconds(run_time)}s")
-    await create_topics(bootstrap, topics)
+    topics = Topics.fresh("bench.watch-modes", f"{mode}-{_seconds(run_time)}s")
+    await create_topics(
+        bootstrap,
+        topics,
+        request_partitions=REQUEST_PARTITIONS,
+        other_partitions=OTHER_PARTITIONS,
+    )
     waves: list[Wave] = []
-    with emulator_process(run_time) as emulator, tempfile.TemporaryFile() as stderr:
-        relay = Relay(relay_env(bootstrap, emulator, topics, mode))
+    with watch_emulator(run_time) as emulator, tempfile.TemporaryFile() as stderr:
+        relay = Relay(watch_env(bootstrap, emulator, topics, mode))
         try:
             await relay.start(stderr)
             for index, size in enumerate(plan.waves):
@@ -568,7 +285,7 @@ async def run_cell(bootstrap: str, mode: str, run_time: float, plan: Plan) -> li
                 emulator_before = emulator.calls()
                 warnings_before = dict(relay.warnings)
                 began = time.monotonic()
-                await publish(bootstrap, topics.requests, ids)
+                await publish_ids(bootstrap, topics.requests, ids)
                 await relay.wait_published(ids, run_time * 1.5 + WAVE_SLACK_S)
                 took = time.monotonic() - began
                 calls = _diff(relay.fal_calls(), relay_before)
@@ -618,21 +335,6 @@ async def run_all(bootstrap: str, plan: Plan) -> list[Wave]:
 
 
 # --- the report ---------------------------------------------------------------------------------
-
-
-def _git_commit() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        )
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
 def _per_job(value: float) -> str:
@@ -700,11 +402,10 @@ def reading(waves: Sequence[Wave]) -> str:
                 f"{mode} {min(p50s):.0f}-{max(p50s):.0f} ms at the median and "
                 f"{max(max(w.delays_s) for w in rows) * 1000:.0f} ms at most"
             )
-    # A webhook wave whose jobs had their result fetched got it through the safety poll: a
-    # webhook carries the result itself.
+    # A webhook carries the result itself: a job whose result was fetched got it through the
+    # safety poll.
     safety = [w for w in waves if w.mode == "webhook" and w.per_job("result") > 0]
-    pushed = [w for w in waves if w.mode == "webhook" and w.per_job("result") == 0]
-    sent = [t for w in pushed for t in w.webhook_sent_s]
+    sent = [t for w in waves if w.mode == "webhook" for t in w.webhook_sent_s]
     text = (
         f"Poll mode per job ({poll}). Without history the wait is a quarter of the job's age "
         "(1 s..10 s), so a cold result can be late by a quarter of the run time, up to 10 s; "
@@ -720,21 +421,25 @@ def reading(waves: Sequence[Wave]) -> str:
     )
     if sent:
         text += (
-            f" Where the webhook delivered the result, the emulator had sent it "
-            f"{min(sent) * 1000:.0f}-{max(sent) * 1000:.0f} ms after the completion (its "
-            "delivery log, to the millisecond); the rest was the relay receiving and verifying "
-            "it (the first one also fetches the keys) and publishing."
+            f" The emulator sent each webhook {min(sent) * 1000:.0f}-{max(sent) * 1000:.0f} ms "
+            "after the completion (its delivery log, to the millisecond); the rest of a "
+            "webhook's delay is the relay receiving and verifying it (the first one also "
+            "fetches the keys) and publishing."
         )
     if safety:
-        which = ", ".join(f"{_seconds(w.run_time)} s {w.label}" for w in safety)
+        counts = ", ".join(
+            f"{round(w.calls.get('result', 0.0)):.0f} of {w.jobs} in the "
+            f"{_seconds(w.run_time)} s {w.label} wave"
+            for w in safety
+        )
         worst = max(max(w.delays_s) for w in safety)
         text += (
-            f" In webhook mode with {which} jobs, the safety poll (due "
-            "RELAY_WEBHOOK_SAFETY_POLL_S = 60 s after the watch began, i.e. just after the "
-            "completion of a job that runs 60 s) found the job completed before the webhook "
-            "was handled, so the result came through a status call and a result call; it was "
-            f"still at most {worst * 1000:.0f} ms late. Jobs shorter than the safety interval "
-            "cost no watch call; longer ones cost one status call per 60 s."
+            " The webhook's safety poll is due RELAY_WEBHOOK_SAFETY_POLL_S (60 s) after the "
+            "watch began, i.e. a few ms after a 60 s job completes, so it races the webhook: "
+            f"it found the job completed first for {counts}; those results came through a "
+            "status call and a result call, and the wave's results were still at most "
+            f"{worst * 1000:.0f} ms late. Jobs shorter than the safety interval cost no watch "
+            "call; longer ones one status call per 60 s."
         )
     return text
 
@@ -742,16 +447,14 @@ def reading(waves: Sequence[Wave]) -> str:
 def report(
     waves: Sequence[Wave], plan: Plan, quick: bool, command: str, commit_at_start: str
 ) -> str:
-    commit = _git_commit()
+    commit = git_commit()
     if commit != commit_at_start:
         commit = f"{commit_at_start} at the start, {commit} at the end (the tree changed)"
     waves_text = " then ".join(str(n) for n in plan.waves)
     lines = [
         "# Watch modes: calls per job and result delay",
         "",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; commit: {commit}",
-        f"- machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()}; "
-        f"Python {platform.python_version()}",
+        *header_lines(commit),
         f"- reproduce: `{command}`",
         f"- run: {'--quick, ' if quick else ''}per mode and run time a fresh emulator "
         "(`--run-time R`, no queue wait, unlimited concurrency), fresh topics (requests: "
@@ -818,15 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path | None = args.output or (None if args.quick else DEFAULT_OUTPUT)
     command = "uv run python bench/watch_modes.py" + (" --quick" if args.quick else "")
 
-    commit_at_start = _git_commit()
+    commit_at_start = git_commit()
     with kafka_broker() as bootstrap:
         waves = asyncio.run(run_all(bootstrap, plan))
-    text = report(waves, plan, args.quick, command, commit_at_start)
-    print(text)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        print(f"wrote {output}", file=sys.stderr)
+    write_output(report(waves, plan, args.quick, command, commit_at_start), output)
     return 0
 
 
