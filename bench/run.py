@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import ssl
 import statistics
 import sys
@@ -616,6 +617,12 @@ def _ratio(results: Results, scenario: str, key: str, *, lower_is_better: bool) 
     base = _median(results, scenario, "baseline", key)
     if relay is None or base is None or relay == 0 or base == 0:
         return ""
+    if math.isnan(relay) or math.isnan(base):
+        return ""
+    if scenario == "memory" and _median(results, scenario, "lynx-relay", "in_flight") != _median(
+        results, scenario, "baseline", "in_flight"
+    ):
+        return ""  # RSS with different numbers of jobs in flight is no comparison
     ratio = base / relay if lower_is_better else relay / base
     return f"{ratio:.2f}x"
 
