@@ -1,13 +1,13 @@
 """When to ask fal for a job's status next.
 
-Two regimes, one function:
+Three regimes, one function:
 
-- **No expectation** (nothing like this job has finished yet): the wait grows in proportion to
-  the time the job has been at fal, clamped to [min_interval, max_interval]. A result is late
-  by at most one interval, so the delay stays below ``factor`` of the job's age while the
-  number of calls grows only with the logarithm of its length until the cap. With the
-  defaults (1 s .. 10 s, factor 0.25) a 3-minute job costs about 28 status calls, where
-  fal_client's fixed 0.1 s costs 1,800.
+- **Queued**: the wait grows in proportion to the time the job has been at fal, clamped to
+  [min_interval, max_interval]: a job far back in the queue is asked about rarely (the
+  number of calls grows with the logarithm of the wait until the cap).
+- **Running, no expectation** (nothing of this shape has finished yet): every
+  ``min_interval``, so its result is at most that late; with the default 1 s that is a tenth
+  of fal_client's fixed 0.1 s polling, and it is only the first job of a shape.
 - **An expected run time** (from jobs of the same shape that finished before, see
   ``RunTimes``): while the job runs, wait half the time it is still expected to need (capped),
   so the calls thin out far from the end and close in on it; near and after the expected end,
@@ -42,10 +42,11 @@ class PollSchedule:
         ``elapsed``: since submit. ``running_for``: since fal reported the job running (None
         while queued). ``expected``: the run time jobs of this shape took (None if unknown).
         """
-        if running_for is not None and expected is not None:
-            remaining = expected - running_for
+        if running_for is not None:
+            if expected is None:
+                return self.min_interval
             if running_for <= expected * self.overrun:
-                return self._clamp(remaining / 2)
+                return self._clamp((expected - running_for) / 2)
         return self._clamp(elapsed * self.factor)
 
     def _clamp(self, seconds: float) -> float:

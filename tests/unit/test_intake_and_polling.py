@@ -68,3 +68,10 @@ def test_run_times_average_per_shape_and_forget_the_oldest_shape() -> None:
     times.observe("c", 5.0)
     assert times.expected("a") is None
     assert times.expected("c") == 5.0
+
+
+def test_a_running_job_of_an_unknown_shape_is_polled_every_min_interval() -> None:
+    """The first job of a shape: at most 1 s late, a tenth of fal_client's calls."""
+    schedule = PollSchedule(min_interval=1.0, max_interval=10.0)
+    assert schedule.next_delay(120.0, running_for=30.0, expected=None) == 1.0
+    assert schedule.next_delay(120.0, running_for=None, expected=None) == 10.0  # still queued
