@@ -501,7 +501,7 @@ class Relay:
             if deadline is not None:
                 limit = min(limit, (deadline - self._clock.now()).total_seconds())
             async with asyncio.timeout(max(0.0, limit)):
-                status, output = await self._watch(rid, handle, log)
+                status, output = await self._watch(rid, handle, log, fresh=resume is None)
                 return await self._collect(
                     rid=rid, metadata=metadata, handle=handle, status=status, output=output, log=log
                 )
@@ -601,7 +601,7 @@ class Relay:
         return handle, window
 
     async def _watch(
-        self, rid: str, handle: FalJobHandle, log: Any
+        self, rid: str, handle: FalJobHandle, log: Any, *, fresh: bool = False
     ) -> tuple[FalStatus, FalOutput | None]:
         """Until fal reports the job completed: the status, and its output when the webhook
         already carried it (no result call then)."""
@@ -612,7 +612,7 @@ class Relay:
             status = await self._watch_stream(rid, handle, log)
             if status is not None:
                 return status, None
-        return await self._watch_poll(rid, handle, log), None
+        return await self._watch_poll(rid, handle, log, fresh=fresh), None
 
     def _note(self, rid: str, status: FalStatus) -> bool:
         """Apply a status to the job; True once it is completed."""
@@ -679,10 +679,16 @@ class Relay:
             return None
         return status if self._note(rid, status) else None
 
-    async def _watch_poll(self, rid: str, handle: FalJobHandle, log: Any) -> FalStatus:
+    async def _watch_poll(
+        self, rid: str, handle: FalJobHandle, log: Any, *, fresh: bool = False
+    ) -> FalStatus:
         started = self._clock.monotonic()
         shape = self._shapes.get(rid)
         expected = self._run_times.expected(shape) if shape else None
+        if fresh:
+            # fal's answer to the submit said IN_QUEUE a moment ago: asking again at once would
+            # be a call that tells nothing (a resumed job, in contrast, may be long done).
+            await self._clock.sleep(self._config.poll.next_delay(0.0))
         while True:
             status = await self._poll_once(rid, handle, log)
             if status is not None:
