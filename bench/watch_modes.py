@@ -407,11 +407,12 @@ def reading(waves: Sequence[Wave]) -> str:
     safety = [w for w in waves if w.mode == "webhook" and w.per_job("result") > 0]
     sent = [t for w in waves if w.mode == "webhook" for t in w.webhook_sent_s]
     text = (
-        f"Poll mode per job ({poll}). Without history the wait is a quarter of the job's age "
-        "(1 s..10 s), so a cold result can be late by a quarter of the run time, up to 10 s; "
-        "once jobs of the shape have finished, the relay closes in on the expected end and "
-        "polls every second there, so a warm result is at most about 1 s late, for about a "
-        "dozen calls on a minute-long job. The run times are fixed, so every job of a wave "
+        f"Poll mode per job ({poll}). While the first jobs of a shape run (cold), the relay "
+        "polls every RELAY_POLL_MIN_INTERVAL_S (1 s): a result at most 1 s late, a tenth of "
+        "fal_client's calls; once jobs of the shape have finished (warm), it closes in on the "
+        "expected end and polls every second only there, so a result is still at most about "
+        "1 s late, for about a dozen calls on a minute-long job. The run times are fixed, "
+        "so every job of a wave "
         "meets the schedule at the same point: a poll-mode delay is that point, not a spread. "
         "fal_client's fixed 0.1 s costs 10 status calls per second of run time. Stream and "
         f"webhook publish as soon as fal reports completion ({'; '.join(push)}), for one "

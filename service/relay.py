@@ -82,6 +82,7 @@ class RelayConfig:
     ledger_expiry_interval: float = 60.0
     watch_mode: Literal["poll", "stream", "webhook"] = "poll"
     webhook_safety_poll: float = 60.0
+    webhook_grace: float = 1.0
     input_policy: InputPolicy = DEFAULT_POLICY
     progress: bool = False
     progress_min_interval: float = 1.0
@@ -731,10 +732,17 @@ class Relay:
                         body = await asyncio.shield(delivery)
                 except TimeoutError:
                     status = await self._poll_once(rid, handle, log)
-                    if status is not None:
+                    if status is None:
+                        continue
+                    # Done at fal: its webhook is usually on the way; a moment's wait for it
+                    # saves the result call (and is faster than it).
+                    try:
+                        async with asyncio.timeout(self._config.webhook_grace):
+                            body = await asyncio.shield(delivery)
+                    except TimeoutError:
                         log.info("webhook_missed_safety_poll_found_it")
                         return status, None
-                    continue
+                    return status, _from_webhook(body)[1]
                 status, output = _from_webhook(body)
                 self._note(rid, status)
                 return status, output
