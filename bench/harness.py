@@ -18,6 +18,7 @@ context manager or ``close`` started is stopped on the way out.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -597,3 +598,22 @@ def write_output(text: str, output: Path | None) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
         print(f"wrote {output}", file=sys.stderr)
+
+
+def bench_arguments(
+    doc: str | None, quick_help: str, default_output: Path, argv: Sequence[str] | None
+) -> tuple[bool, Path | None]:
+    """The command line every bench script shares: ``--quick`` and ``--output``; returns
+    (quick, where to write the Markdown or None)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"where to write the Markdown (default: {default_output.relative_to(ROOT)}; "
+        "with --quick: nowhere)",
+    )
+    args = parser.parse_args(argv)
+    output: Path | None = args.output or (None if args.quick else default_output)
+    return bool(args.quick), output

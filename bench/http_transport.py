@@ -27,7 +27,6 @@ The full run writes ``bench/results/http-transport.md``; ``--quick`` writes only
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import importlib.metadata
@@ -36,11 +35,18 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import ROOT, Emulator, drop_proxies, emulator_process, header_lines, write_output
+from harness import (
+    ROOT,
+    Emulator,
+    bench_arguments,
+    drop_proxies,
+    emulator_process,
+    header_lines,
+    write_output,
+)
 
 from service.adapters.fal import FalQueue
 from service.app import fal_http_client
@@ -316,18 +322,10 @@ def check_counts(emulator: Emulator, counter: Counter) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="50 calls, 1 repetition (smoke run)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help=f"where to write the Markdown (default: {DEFAULT_OUTPUT.relative_to(ROOT)}; "
-        "with --quick: nowhere)",
+    quick, output = bench_arguments(
+        __doc__, "50 calls, 1 repetition (smoke run)", DEFAULT_OUTPUT, argv
     )
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    output: Path | None = args.output or (None if args.quick else DEFAULT_OUTPUT)
+    plan = QUICK if quick else FULL
     # Loopback only: a proxy from the environment would change the transport httpx mounts.
     drop_proxies()
 
@@ -335,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with emulator_process(["--run-time", "0"]) as emulator:
         results = asyncio.run(run_all(emulator, counter, plan))
         check_counts(emulator, counter)
-    write_output(report(results, plan, args.quick), output)
+    write_output(report(results, plan, quick), output)
     return 0
 
 

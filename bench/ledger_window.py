@@ -35,7 +35,6 @@ The full run writes ``bench/results/ledger-window.md``; ``--quick`` writes only 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -44,7 +43,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -53,6 +51,7 @@ from harness import (
     Emulator,
     RelayProcess,
     Topics,
+    bench_arguments,
     cell,
     create_topics,
     emulator_process,
@@ -346,25 +345,15 @@ def report(results: Results, plan: Plan, quick: bool, command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--quick", action="store_true", help="50 requests, 1 repetition (smoke run)"
+    quick, output = bench_arguments(
+        __doc__, "50 requests, 1 repetition (smoke run)", DEFAULT_OUTPUT, argv
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help=f"where to write the Markdown (default: {DEFAULT_OUTPUT.relative_to(ROOT)}; "
-        "with --quick: nowhere)",
-    )
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    output: Path | None = args.output or (None if args.quick else DEFAULT_OUTPUT)
-    command = "uv run python bench/ledger_window.py" + (" --quick" if args.quick else "")
+    plan = QUICK if quick else FULL
+    command = "uv run python bench/ledger_window.py" + (" --quick" if quick else "")
 
     with kafka_broker() as bootstrap:
         results = asyncio.run(run_all(bootstrap, plan))
-    write_output(report(results, plan, args.quick, command), output)
+    write_output(report(results, plan, quick, command), output)
     return 0
 
 

@@ -41,7 +41,6 @@ The full run writes ``bench/results/watch-modes.md``; ``--quick`` writes only wi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import statistics
@@ -50,7 +49,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -59,6 +57,7 @@ from harness import (
     Emulator,
     RelayProcess,
     Topics,
+    bench_arguments,
     clean_env,
     create_topics,
     emulator_process,
@@ -506,26 +505,16 @@ def report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--quick", action="store_true", help="2 s and 5 s jobs, one wave of 2 (smoke run)"
+    quick, output = bench_arguments(
+        __doc__, "2 s and 5 s jobs, one wave of 2 (smoke run)", DEFAULT_OUTPUT, argv
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help=f"where to write the Markdown (default: {DEFAULT_OUTPUT.relative_to(ROOT)}; "
-        "with --quick: nowhere)",
-    )
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    output: Path | None = args.output or (None if args.quick else DEFAULT_OUTPUT)
-    command = "uv run python bench/watch_modes.py" + (" --quick" if args.quick else "")
+    plan = QUICK if quick else FULL
+    command = "uv run python bench/watch_modes.py" + (" --quick" if quick else "")
 
     commit_at_start = git_commit()
     with kafka_broker() as bootstrap:
         waves = asyncio.run(run_all(bootstrap, plan))
-    write_output(report(waves, plan, args.quick, command, commit_at_start), output)
+    write_output(report(waves, plan, quick, command, commit_at_start), output)
     return 0
 
 
