@@ -45,10 +45,10 @@ class StartupError(Exception):
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     """The HTTP client for fal, with the transport the settings choose (see the README's
     'Performance' section for the measurement behind the default)."""
-    limits = httpx.Limits(
-        max_connections=min(max(settings.relay_max_in_flight, 8), 256),
-        max_keepalive_connections=min(max(settings.relay_max_in_flight, 8), 256),
-    )
+    # A job makes a handful of short calls, so few connections serve thousands of jobs; each
+    # TLS connection holds ~128 KiB of buffers and costs a handshake (bench/results/latest.md).
+    connections = min(settings.relay_fal_max_connections, max(settings.relay_max_in_flight, 8))
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     transport: httpx.AsyncBaseTransport = (
         AiohttpTransport(limits=limits)
         if settings.relay_fal_http_transport == "aiohttp"

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
         default="https://rest.alpha.fal.ai/.well-known/jwks.json", pattern=r"^https?://[^/\s]+"
     )
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    relay_fal_max_connections: int = Field(default=64, ge=1, le=1024)
 
     @field_validator(
         "fal_key",

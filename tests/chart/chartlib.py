@@ -309,7 +309,11 @@ SCENARIOS: dict[str, Values] = {
                     "keyFile": "/etc/kafka-client/tls.key",
                 },
             },
-            "fal": {"queueUrl": "http://127.0.0.1:8470", "endpoint": "bytedance/lynx"},
+            "fal": {
+                "queueUrl": "http://127.0.0.1:8470",
+                "endpoint": "bytedance/lynx",
+                "maxConnections": 32,
+            },
             "relay": {
                 "jobsTopicReplication": 3,
                 "sessionTimeoutSeconds": 45,
