@@ -10,17 +10,21 @@ are published before the system starts (a backlog); results are read as they arr
 consumer in this process (``read_committed``), which timestamps them.
 
 Scenarios (full sizes; ``--quick`` shrinks everything to a smoke run, ``--scale F`` multiplies
-the request counts of 1, 2, 4 and 5 and the in-flight target of 4):
+the request counts of 1, 2 and 5 and the in-flight targets of 4):
 
 1. utilisation: N = 64, every job 2 s at fal, 2,000 requests: jobs/s (first submission at fal
    to last result read) and its ratio to Little's ceiling N / L;
 2. overhead: instant jobs (``--run-time 0``), 20,000 requests, N = 256: jobs/s, CPU seconds per
    job (the system process's user + system time from ``/proc/<pid>/stat``, from "ready" to the
    last result), end-to-end latency p50 / p99 (submission at fal to the result read from Kafka);
-3. HTTP cost: status and result calls per job, from the emulator's counters in scenario 1; the
-   per-watch-mode figures for 10 s and 60 s jobs are ``bench/watch_modes.py``'s;
-4. memory: RSS with 10,000 jobs in flight (jobs of an hour, N = 10,000), and the growth over the
-   idle process per job in flight;
+3. HTTP cost: calls per job after the submit (status, a status stream counting as one, result)
+   and how late each result is (read from Kafka minus the job's completion at fal), for 10 s and
+   60 s jobs, lynx-relay in each watch mode (poll, stream, webhook) beside the baseline, all at
+   once with an emulator each; waves of 4 then 8 jobs (poll mode learns a shape's run time from
+   the first); also the calls per job of scenarios 1 and 2;
+4. memory: RSS with 1,000 and with 10,000 jobs in flight (jobs of an hour, N = the same), and the
+   growth over the idle process per job in flight (a system that has not reached the target
+   after 300 s, or added no job for 60 s, is measured where it stopped);
 5. dead-letter path: 20,000 invalid requests (no ``image_url``): messages/s (first to last
    dead letter read) and CPU per message; lynx-relay only (the baseline has no dead-letter topic);
 6. crash cost: 50 requests with 10 s jobs, N = 50; ``kill -9`` as soon as the emulator has seen
@@ -69,6 +73,7 @@ from harness import (
     date_text,
     emulator_process,
     epoch,
+    free_port,
     git_commit,
     kafka_broker,
     machine_text,
@@ -81,7 +86,7 @@ from harness import (
 
 BENCH = ROOT / "bench"
 SYSTEMS = ("lynx-relay", "baseline")
-SCENARIOS = ("utilisation", "overhead", "memory", "dead-letter", "crash")
+SCENARIOS = ("utilisation", "overhead", "http", "memory", "dead-letter", "crash")
 REQUEST_PARTITIONS = 6
 OTHER_PARTITIONS = 3
 JOBS_TOPIC_PARTITIONS = 3
@@ -91,8 +96,12 @@ PRICE_PER_VIDEO_SECOND = 0.60
 PUBLISH_S = 300.0
 READY_S = 90.0
 FILL_S = 300.0  # memory: how long the in-flight target may take to reach
+FILL_STALL_S = 60.0  # memory: ... and how long it may go without one more job in flight
 SUBMIT_S = 60.0  # crash: waiting for the submissions before the kill
 STATS_TRIES = 5
+HTTP_IN_FLIGHT = 16  # http: more than a wave, so a wave never waits for a slot
+HTTP_SLACK_S = 120.0  # http: room for a cold poll schedule, a safety poll and a slow machine
+HTTP_MODES = ("poll", "stream", "webhook")
 CRASH_KILL_AFTER_S = 1.0  # crash: the kill comes this long after the last submission
 
 
@@ -104,9 +113,12 @@ class Plan:
     overhead_in_flight: int
     overhead_requests: int
     memory_jobs: int
+    memory_jobs_small: int
     dlq_messages: int
     crash_in_flight: int
     crash_run_time: float
+    http_run_times: tuple[float, ...]
+    http_waves: tuple[int, ...]
     runs: int
 
     def scaled(self, factor: float) -> Plan:
@@ -118,6 +130,7 @@ class Plan:
             util_requests=s(self.util_requests),
             overhead_requests=s(self.overhead_requests),
             memory_jobs=s(self.memory_jobs),
+            memory_jobs_small=s(self.memory_jobs_small),
             dlq_messages=s(self.dlq_messages),
         )
 
@@ -129,9 +142,12 @@ FULL = Plan(
     overhead_in_flight=256,
     overhead_requests=20_000,
     memory_jobs=10_000,
+    memory_jobs_small=1_000,
     dlq_messages=20_000,
     crash_in_flight=50,
     crash_run_time=10.0,
+    http_run_times=(10.0, 60.0),
+    http_waves=(4, 8),
     runs=3,
 )
 QUICK = Plan(
@@ -141,9 +157,12 @@ QUICK = Plan(
     overhead_in_flight=32,
     overhead_requests=200,
     memory_jobs=200,
+    memory_jobs_small=50,
     dlq_messages=500,
     crash_in_flight=10,
     crash_run_time=5.0,
+    http_run_times=(2.0,),
+    http_waves=(2, 2),
     runs=1,
 )
 
@@ -243,19 +262,42 @@ class BaselineProcess(JsonLogProcess):
 
 
 class System:
-    """How to start one system against a broker, an emulator and topics (again after a kill)."""
+    """How to start one system against a broker, an emulator and topics (again after a kill).
 
-    def __init__(self, kind: str, ctx: Context, emulator: Emulator, topics: Topics, n: int) -> None:
+    ``mode`` is lynx-relay's ``RELAY_WATCH_MODE`` (the baseline always polls, as fal_client
+    does); in webhook mode fal calls the relay's own ``/fal/webhook`` and the keys come from the
+    emulator."""
+
+    def __init__(
+        self,
+        kind: str,
+        ctx: Context,
+        emulator: Emulator,
+        topics: Topics,
+        n: int,
+        *,
+        mode: str = "poll",
+    ) -> None:
         self.kind = kind
         bootstrap, tls = ctx.bootstrap, ctx.tls
         if kind == "lynx-relay":
+            http_port = free_port()
+            extra = {
+                "SSL_CERT_FILE": str(tls.ca_file),
+                "RELAY_LOG_LEVEL": "info",
+                "RELAY_WATCH_MODE": mode,
+            }
+            if mode == "webhook":
+                extra["RELAY_WEBHOOK_URL"] = f"http://127.0.0.1:{http_port}/fal/webhook"
+                extra["FAL_JWKS_URL"] = f"{emulator.base_url}/_emulator/jwks.json"
             self.env = relay_env(
                 bootstrap,
                 emulator.base_url,
                 topics,
                 in_flight=n,
                 jobs_partitions=JOBS_TOPIC_PARTITIONS,
-                extra={"SSL_CERT_FILE": str(tls.ca_file), "RELAY_LOG_LEVEL": "info"},
+                http_port=http_port,
+                extra=extra,
             )
         else:
             host = emulator.base_url.removeprefix("https://")
@@ -437,6 +479,50 @@ async def throughput_run(
     }
 
 
+async def http_cell(
+    ctx: Context, kind: str, mode: str, label: str, *, run_time: float, waves: Sequence[int]
+) -> Run:
+    """Scenario 3: waves of ``run_time`` jobs through one system (the next wave once the last
+    one's results are all read); per wave, fal calls per job and how late each result is.
+
+    The first wave is "cold"; later waves are "warm": lynx-relay's poll mode has then seen jobs
+    of this shape finish and knows their run time. Delay: the result read from Kafka minus the
+    job's completion at fal (``submitted_at`` + run time: no queue wait, no concurrency limit)."""
+    topics = await fresh_topics(ctx.bootstrap, label)
+    out: Run = {}
+    with tls_emulator(ctx.tls, run_time) as emulator, tempfile.TemporaryFile() as stderr:
+        system = System(kind, ctx, emulator, topics, HTTP_IN_FLIGHT, mode=mode)
+        async with (
+            collecting(ctx.bootstrap, topics.results) as results,
+            running(system, stderr) as process,
+        ):
+            done, watch_calls, all_delays = 0, 0, []
+            for index, size in enumerate(waves):
+                ids = [f"{label}-w{index}-{i}" for i in range(size)]
+                before = emulator.calls()
+                await publish(ctx.bootstrap, topics.requests, map(request_record, ids), PUBLISH_S)
+                done += size
+                await results.wait_for(done, run_time * 1.5 + HTTP_SLACK_S, f"{kind} results")
+                calls = {k: n - before.get(k, 0) for k, n in emulator.calls().items()}
+                submitted = dict(_prompt_ids(emulator_stats(emulator, jobs=True)))
+                delays = [results.received[rid] - (submitted[rid] + run_time) for rid in ids]
+                # The emulator counts a status stream connection as a status call.
+                wave_calls = calls.get("status", 0) + calls.get("result", 0)
+                watch_calls += wave_calls
+                all_delays += delays
+                out |= {
+                    f"w{index}_calls": wave_calls / size,
+                    f"w{index}_status": calls.get("status", 0) / size,
+                    f"w{index}_delay_p50": statistics.median(delays),
+                    f"w{index}_delay_max": max(delays),
+                }
+            await process.terminate()
+    out |= {"all_calls": watch_calls / done, "all_delay_max": max(all_delays)}
+    if results.not_succeeded:
+        raise RuntimeError(f"{kind} ({mode}): {results.not_succeeded} results not succeeded")
+    return out
+
+
 async def memory_run(ctx: Context, kind: str, label: str, *, jobs: int) -> Run:
     """Scenario 4: RSS with ``jobs`` jobs in flight at fal (an hour each)."""
     topics = await fresh_topics(ctx.bootstrap, label)
@@ -448,10 +534,13 @@ async def memory_run(ctx: Context, kind: str, label: str, *, jobs: int) -> Run:
             idle = proc_rss_bytes(process.pid) or 0
             began = time.monotonic()
             reached = 0
+            grew_at = began
             while time.monotonic() - began < FILL_S:
                 with contextlib.suppress(OSError):
-                    reached = int(emulator.stats()["in_flight"])
-                if reached >= jobs:
+                    now_in_flight = int(emulator.stats()["in_flight"])
+                    if now_in_flight > reached:
+                        reached, grew_at = now_in_flight, time.monotonic()
+                if reached >= jobs or time.monotonic() - grew_at > FILL_STALL_S:
                     break
                 await asyncio.sleep(1.0)
             fill_s = time.monotonic() - began
@@ -542,6 +631,27 @@ async def run_all(bootstrap: str, tls: Tls, plan: Plan, only: Sequence[str]) -> 
         # Alternate the order so that drift in the machine's speed favours neither system.
         order = SYSTEMS if index % 2 == 0 else SYSTEMS[::-1]
         print(f"run {index + 1}/{plan.runs}", file=sys.stderr)
+        if "http" in only:
+            for run_time in plan.http_run_times:
+                # A few jobs each, so all four run at once (waiting for jobs is most of it).
+                cells = [("lynx-relay", mode) for mode in HTTP_MODES] + [("baseline", "poll")]
+                runs = await asyncio.gather(
+                    *(
+                        http_cell(
+                            ctx,
+                            kind,
+                            mode,
+                            f"http-{mode if kind == 'lynx-relay' else 'b'}-"
+                            f"{seconds(run_time)}s-{index}",
+                            run_time=run_time,
+                            waves=plan.http_waves,
+                        )
+                        for kind, mode in cells
+                    )
+                )
+                for mode, run in zip(HTTP_MODES, runs[:-1], strict=True):
+                    note(http_scenario(mode, run_time), "lynx-relay", run)
+                    note(http_scenario(mode, run_time), "baseline", runs[-1])
         for kind in order:
             tag = f"{'r' if kind == 'lynx-relay' else 'b'}{index}"
             if "utilisation" in only:
@@ -571,9 +681,10 @@ async def run_all(bootstrap: str, tls: Tls, plan: Plan, only: Sequence[str]) -> 
                     ),
                 )
             if "memory" in only:
-                note(
-                    "memory", kind, await memory_run(ctx, kind, f"mem-{tag}", jobs=plan.memory_jobs)
-                )
+                for scenario, jobs in memory_sizes(plan):
+                    note(
+                        scenario, kind, await memory_run(ctx, kind, f"{scenario}-{tag}", jobs=jobs)
+                    )
             if "dead-letter" in only and kind == "lynx-relay":
                 note(
                     "dead-letter",
@@ -595,6 +706,14 @@ async def run_all(bootstrap: str, tls: Tls, plan: Plan, only: Sequence[str]) -> 
                         ),
                     )
     return results
+
+
+def memory_sizes(plan: Plan) -> tuple[tuple[str, int], ...]:
+    return (("memory-small", plan.memory_jobs_small), ("memory", plan.memory_jobs))
+
+
+def http_scenario(mode: str, run_time: float) -> str:
+    return f"http-{mode}-{seconds(run_time)}s"
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -619,9 +738,9 @@ def _ratio(results: Results, scenario: str, key: str, *, lower_is_better: bool) 
         return ""
     if math.isnan(relay) or math.isnan(base):
         return ""
-    if scenario == "memory" and _median(results, scenario, "lynx-relay", "in_flight") != _median(
-        results, scenario, "baseline", "in_flight"
-    ):
+    if scenario.startswith("memory") and _median(
+        results, scenario, "lynx-relay", "in_flight"
+    ) != _median(results, scenario, "baseline", "in_flight"):
         return ""  # RSS with different numbers of jobs in flight is no comparison
     ratio = base / relay if lower_is_better else relay / base
     return f"{ratio:.2f}x"
@@ -639,10 +758,7 @@ ROWS: tuple[tuple[str, str, str, str, bool | None], ...] = (
     ("utilisation", "3. HTTP: status calls per 2 s job", "status_calls_per_job", ".2f", True),
     ("utilisation", "3. HTTP: result calls per job", "result_calls_per_job", ".2f", None),
     ("overhead", "3. HTTP: status calls per instant job", "status_calls_per_job", ".2f", True),
-    ("memory", "4. memory: jobs in flight reached", "in_flight", ".0f", None),
-    ("memory", "4. memory: RSS (MB)", "rss_mb", ".1f", True),
-    ("memory", "4. memory: bytes per in-flight job", "bytes_per_job", ",.0f", True),
-    ("memory", "4. memory: time to fill (s)", "fill_s", ".1f", True),
+    ("memory", "4. memory", "", "", None),  # stands for memory_rows(plan)
     ("dead-letter", "5. dead letters: msg/s", "msg_per_s", ".1f", None),
     ("dead-letter", "5. dead letters: CPU ms per msg", "cpu_ms_per_msg", ".2f", None),
     ("crash", "6. crash: duplicate submissions", "duplicates", ".0f", None),
@@ -651,6 +767,53 @@ ROWS: tuple[tuple[str, str, str, str, bool | None], ...] = (
     ("crash-worst", "6b. crash at the last submit: duplicates", "duplicates", ".0f", None),
     ("crash-worst", "6b. crash at the last submit: cost ($)", "cost_usd", ".2f", None),
 )
+
+
+def http_rows(plan: Plan) -> list[tuple[str, str, str, str, bool | None]]:
+    """Scenario 3's rows: per run time, poll cold and warm, stream and webhook."""
+    rows: list[tuple[str, str, str, str, bool | None]] = []
+    warm = len(plan.http_waves) - 1
+    for run_time in plan.http_run_times:
+        head = f"3. HTTP, {seconds(run_time)} s jobs"
+        poll = http_scenario("poll", run_time)
+        rows += [
+            (poll, f"{head}, poll, first of a shape: calls per job", "w0_calls", ".1f", True),
+            (poll, f"{head}, poll, shape known: calls per job", f"w{warm}_calls", ".1f", True),
+            (
+                poll,
+                f"{head}, poll, first of a shape: result delay max (s)",
+                "w0_delay_max",
+                ".2f",
+                True,
+            ),
+            (
+                poll,
+                f"{head}, poll, shape known: result delay max (s)",
+                f"w{warm}_delay_max",
+                ".2f",
+                True,
+            ),
+        ]
+        for mode in HTTP_MODES[1:]:
+            scenario = http_scenario(mode, run_time)
+            rows += [
+                (scenario, f"{head}, {mode}: calls per job", "all_calls", ".1f", True),
+                (scenario, f"{head}, {mode}: result delay max (s)", "all_delay_max", ".2f", True),
+            ]
+    return rows
+
+
+def memory_rows(plan: Plan) -> list[tuple[str, str, str, str, bool | None]]:
+    rows: list[tuple[str, str, str, str, bool | None]] = []
+    for scenario, jobs in memory_sizes(plan):
+        head = f"4. memory, {jobs:,} jobs"
+        rows += [
+            (scenario, f"{head}: in flight reached", "in_flight", ".0f", None),
+            (scenario, f"{head}: RSS (MB)", "rss_mb", ".1f", True),
+            (scenario, f"{head}: bytes per in-flight job", "bytes_per_job", ",.0f", True),
+            (scenario, f"{head}: time to fill (s)", "fill_s", ".1f", True),
+        ]
+    return rows
 
 
 def report(results: Results, plan: Plan, meta: Mapping[str, Any]) -> str:
@@ -671,7 +834,9 @@ def report(results: Results, plan: Plan, meta: Mapping[str, Any]) -> str:
         "| figure | lynx-relay | baseline | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for scenario, label, key, fmt, lower in ROWS:
+    at = next(i for i, row in enumerate(ROWS) if row[0] == "memory")
+    rows = (*ROWS[:at], *http_rows(plan), *memory_rows(plan), *ROWS[at + 1 :])
+    for scenario, label, key, fmt, lower in rows:
         if scenario not in results:
             continue
         if scenario == "dead-letter":
@@ -712,21 +877,36 @@ def notes(results: Results, plan: Plan) -> list[str]:
             "its turn among the N in flight (about N / jobs/s): the medians say little, the "
             "p99 shows the tail."
         )
-    if "utilisation" in results or "overhead" in results:
+    if (
+        "utilisation" in results
+        or "overhead" in results
+        or any(scenario.startswith("http-") for scenario in results)
+    ):
+        waves = " then ".join(str(size) for size in plan.http_waves)
+        times = " and ".join(f"{seconds(t)} s" for t in plan.http_run_times)
         out.append(
-            "- **3. HTTP cost**: calls the emulator counted, per job. fal_client polls every "
-            "0.1 s, so a job of L seconds costs it about 10 x L status calls; lynx-relay's poll "
-            "schedule grows with the logarithm of the job's age, and `stream`/`webhook` make "
-            "status calls unnecessary: per watch mode for 10 s and 60 s jobs see "
-            "`bench/results/watch-modes.md` (`uv run python bench/watch_modes.py`)."
+            "- **3. HTTP cost**: calls the emulator counted after the submit (status calls, a "
+            "status stream counting as one, and result calls), per job. In scenarios 1 and 2, "
+            f"over the whole backlog. The per-mode rows: jobs of {times}, waves of {waves} "
+            "requests (the next once the last one's results are all read), N = "
+            f"{HTTP_IN_FLIGHT}; lynx-relay in each watch mode and the baseline run at the same "
+            "time, each with its own emulator. 'first of a shape' is the first wave; 'shape "
+            "known' the last, when the relay's poll mode has seen jobs like these finish and "
+            "polls around their expected end (stream and webhook: over all waves). Result "
+            "delay: the result read from Kafka minus the job's completion at fal. fal_client "
+            "polls every 0.1 s: a job of L seconds costs it about 10 x L status calls, for a "
+            "result about 0.1 s late; lynx-relay polls every second while it does not know the "
+            "run time, and around the expected end once it does; `stream` needs one connection "
+            "and one result call, `webhook` none (fal sends the result)."
         )
-    if "memory" in results:
+    if "memory" in results or "memory-small" in results:
         out.append(
-            f"- **4. memory**: {plan.memory_jobs} requests of hour-long jobs and N = "
-            f"{plan.memory_jobs}; RSS (`VmRSS`) once the emulator holds them all (or after "
-            f"{FILL_S:.0f} s: see 'jobs in flight reached'); bytes per job = (RSS - RSS when "
-            "ready) / jobs in flight. The baseline keeps a task polling every 0.1 s per job, so "
-            "with thousands in flight it saturates the CPU (and the emulator) and fills slowly."
+            f"- **4. memory**: {plan.memory_jobs_small:,} and {plan.memory_jobs:,} requests of "
+            "hour-long jobs, N = the same; RSS (`VmRSS`) once the emulator holds them all (or "
+            f"when it has held no more for {FILL_STALL_S:.0f} s, or after {FILL_S:.0f} s: see "
+            "'in flight reached'); bytes per job = (RSS - RSS when ready) / jobs in flight. The "
+            "baseline keeps a task polling every 0.1 s per job, so with thousands in flight it "
+            "saturates its CPU and fills slowly."
         )
     if "dead-letter" in results:
         out.append(
