@@ -47,8 +47,11 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     'Performance' section for the measurement behind the default)."""
     # A job makes a handful of short calls, so few connections serve thousands of jobs; each
     # TLS connection holds ~128 KiB of buffers and costs a handshake (bench/results/latest.md).
-    connections = min(settings.relay_fal_max_connections, max(settings.relay_max_in_flight, 8))
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    calls = min(settings.relay_fal_max_connections, max(settings.relay_max_in_flight, 8))
+    # In stream mode every job in flight holds its status stream's connection for as long as it
+    # runs: room for all of them on top, or submits and result calls would queue behind streams.
+    streams = settings.relay_max_in_flight if settings.relay_watch_mode == "stream" else 0
+    limits = httpx.Limits(max_connections=calls + streams, max_keepalive_connections=calls)
     transport: httpx.AsyncBaseTransport = (
         AiohttpTransport(limits=limits)
         if settings.relay_fal_http_transport == "aiohttp"

@@ -90,3 +90,54 @@ async def test_the_default_allows_more_than_a_few_connections(transport: str) ->
 def test_a_connection_limit_out_of_range_is_refused(value: str) -> None:
     with pytest.raises(SettingsError, match="RELAY_FAL_MAX_CONNECTIONS"):
         load_settings({"FAL_KEY": "k", "RELAY_FAL_MAX_CONNECTIONS": value})
+
+
+@dataclass
+class StreamingServer:
+    """Holds every request for ``/stream`` open until ``release`` is set; answers others at once."""
+
+    held: int = 0
+    streams_open: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    expect: int = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if head.startswith(b"GET /stream "):
+                    self.held += 1
+                    if self.held >= self.expect:
+                        self.streams_open.set()
+                    await self.release.wait()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_in_stream_mode_open_streams_leave_room_for_calls(transport: str) -> None:
+    in_flight = 6
+    server = StreamingServer(expect=in_flight)
+    s = load_settings(
+        {
+            "FAL_KEY": "k",
+            "RELAY_MAX_IN_FLIGHT": str(in_flight),
+            "RELAY_WATCH_MODE": "stream",
+            "RELAY_FAL_MAX_CONNECTIONS": "2",
+            "RELAY_FAL_HTTP_TRANSPORT": transport,
+        }
+    )
+    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    async with listener, fal_http_client(s) as http:
+        streams = [asyncio.create_task(http.get(f"{base}/stream")) for _ in range(in_flight)]
+        # Every job's stream is open at once, and a submit still gets through.
+        await asyncio.wait_for(server.streams_open.wait(), 30)
+        submit = await asyncio.wait_for(http.get(f"{base}/submit"), 30)
+        server.release.set()
+        finished = await asyncio.gather(*streams)
+    assert submit.status_code == 200
+    assert [r.status_code for r in finished] == [200] * in_flight
