@@ -49,6 +49,7 @@ import contextlib
 import json
 import logging
 import math
+import shlex
 import ssl
 import statistics
 import sys
@@ -737,6 +738,8 @@ def _cell(results: Results, scenario: str, kind: str, key: str, fmt: str) -> str
     runs = results.get(scenario, {}).get(kind, [])
     if not runs:
         return "not run"
+    if key == "bytes_per_job" and not all(run["in_flight"] for run in runs):
+        return "no job in flight"
     return cell([run[key] for run in runs], fmt)
 
 
@@ -836,7 +839,8 @@ def report(results: Results, plan: Plan, meta: Mapping[str, Any]) -> str:
         "",
         f"- date: {meta['date']}; commit: {meta['commit']}",
         f"- machine: {meta['machine']}",
-        f"- reproduce: `{meta['command']}`",
+        f"- reproduce: `{meta['command']}`"
+        + (f" (took {int(meta['duration_s']) / 60:.0f} min)" if meta.get("duration_s") else ""),
         f"- sizes: {meta['sizes']}",
         *(f"- note: {note}" for note in meta["notes"]),
         "- everything on loopback on this machine: one single-node Kafka, a fresh TLS fal "
@@ -928,7 +932,8 @@ def notes(results: Results, plan: Plan) -> list[str]:
         short = [
             jobs
             for scenario, jobs in memory_sizes(plan)
-            if (_median(results, scenario, "baseline", "in_flight") or jobs) < jobs
+            if (_median(results, scenario, "baseline", "in_flight") or 0) < jobs
+            and scenario in results
         ]
         if short:
             out.append(
@@ -998,7 +1003,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the Markdown file (a .json is written next to it; default: "
         "bench/results/latest.md; with --quick: nowhere)",
     )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="measure nothing: write the report again from a results .json (e.g. after a "
+        "change to the report's wording), next to it unless --output says where",
+    )
     args = parser.parse_args(argv)
+    if args.report_from is not None:
+        return rewrite_report(args.report_from, args.output)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(only) - set(SCENARIOS)
     if unknown:
@@ -1009,7 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs is not None:
         plan = replace(plan, runs=args.runs)
     output: Path | None = args.output or (None if args.quick else RESULTS / "latest.md")
-    command = "uv run python bench/run.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    command = shlex.join(["uv", "run", "python", "bench/run.py", *(argv or sys.argv[1:])])
     reduced = args.quick or args.scale < 1.0 or plan.runs < FULL.runs
     sizes = (
         f"{'REDUCED (not the full sizes), ' if reduced else ''}"
@@ -1038,6 +1053,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {"meta": meta, "plan": asdict(plan), "results": results}
         output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {output} and {output.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+def rewrite_report(source: Path, output: Path | None) -> int:
+    payload = json.loads(source.read_text())
+    fields: dict[str, Any] = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in payload["plan"].items()
+    }
+    text = report(payload["results"], Plan(**fields), payload["meta"])
+    target = output or source.with_suffix(".md")
+    target.write_text(text)
+    print(f"wrote {target} from {source}", file=sys.stderr)
     return 0
 
 
