@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,16 +14,27 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(450)
-def test_the_benchmark_command_runs_at_smoke_size() -> None:
-    done = subprocess.run(  # noqa: S603 - our own script
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "dead-letter,crash"],
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(ROOT / "bench" / "run.py"), *args],
         capture_output=True,
         text=True,
         timeout=420,
         check=False,
         cwd=ROOT,
     )
+
+
+@pytest.mark.timeout(450)
+def test_the_benchmark_command_runs_at_smoke_size(tmp_path: Path) -> None:
+    output = tmp_path / "smoke.md"
+    done = bench("--quick", "--only", "dead-letter,crash", "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "5. dead letters: msg/s" in done.stdout
     assert "6. crash: duplicate submissions" in done.stdout
+    # The report can be written again from the figures alone, the same.
+    written = output.read_text()
+    output.unlink()
+    again = bench("--report-from", str(output.with_suffix(".json")))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert output.read_text() == written
