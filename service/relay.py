@@ -105,6 +105,19 @@ class _Work:
     request_id: str | None
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A request on its way to fal, handed over once: a job at fal does not keep its input (a
+    data URI can be megabytes) for the minutes it runs."""
+
+    request: VideoRequest | None
+
+    def take(self) -> VideoRequest:
+        request, self.request = self.request, None
+        assert request is not None, "a request is submitted once"
+        return request
+
+
 class Relay:
     def __init__(
         self,
@@ -139,7 +152,9 @@ class Relay:
         self._progress: dict[str, tuple[ProgressGate, list[int]]] = {}  # gate, logs seen
         self.fal_key_refused = False
         self.failing_writes: dict[str, str] = {}  # topic kind -> the first error seen
-        self._attached: dict[str, InboundRecord] = {}  # a job's record, once fetched
+        # A job's place in its partition, once its record was fetched (only the place: the
+        # record's bytes, up to RELAY_MAX_MESSAGE_BYTES, are not kept for the job's minutes).
+        self._attached: dict[str, tuple[Partition, int]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._paused = False
@@ -280,7 +295,7 @@ class Relay:
         if held and intake is Intake.RESUME and rid not in self._attached:
             # The record of a job resumed at assignment: its offset now waits for the job.
             self._offsets.track(part, offset)
-            self._attached[rid] = record
+            self._attached[rid] = (part, offset)
         elif held or intake is Intake.DUPLICATE:
             self._metrics.duplicates.inc()
             self._skip(record, "duplicate_request_skipped", rid)
@@ -294,7 +309,7 @@ class Relay:
             entry = self._view.get(rid)
             assert entry is not None
             self._offsets.track(part, offset)
-            self._attached[rid] = record
+            self._attached[rid] = (part, offset)
             self._resume(entry)
         elif self._book.free_slots <= 0:
             return False
@@ -302,7 +317,7 @@ class Relay:
             self._book.admit(Job(rid, received_at=now))
             self._shapes[rid] = _shape(decoded)
             self._offsets.track(part, offset)
-            self._attached[rid] = record
+            self._attached[rid] = (part, offset)
             options = decoded.options
             self._spawn(
                 part,
@@ -312,7 +327,7 @@ class Relay:
                     source=source,
                     rid=rid,
                     metadata=decoded.metadata,
-                    request=decoded,
+                    request=_Pending(decoded),
                     resume=None,
                     deadline=options.deadline if options else None,
                 ),
@@ -367,7 +382,10 @@ class Relay:
         task.add_done_callback(lambda _t: self._work.pop(key, None))
 
     def _finish(self, record: InboundRecord) -> None:
-        self._offsets.finish(record.part, record.offset)
+        self._finish_at(record.part, record.offset)
+
+    def _finish_at(self, part: Partition, offset: int) -> None:
+        self._offsets.finish(part, offset)
         self._wake.set()
 
     # --- one valid request ----------------------------------------------------------------
@@ -378,7 +396,7 @@ class Relay:
         source: Source,
         rid: str,
         metadata: dict[str, Any] | None,
-        request: VideoRequest | None,
+        request: _Pending | None,
         resume: FalRef | None,
         deadline: datetime | None,
     ) -> None:
@@ -426,9 +444,9 @@ class Relay:
             )
             await self._write(lambda: self._outbox.finish(event, done), "results", log, done)
             self._view.apply(rid, done)
-            record = self._release(rid)
-            if record is not None:
-                self._finish(record)
+            place = self._release(rid)
+            if place is not None:
+                self._finish_at(*place)
             self._metrics.results.labels(
                 event.status, event.error.code if event.error else "none"
             ).inc()
@@ -447,8 +465,8 @@ class Relay:
             self._release(rid)
             raise
 
-    def _release(self, rid: str) -> InboundRecord | None:
-        """Let go of a job; its record, if it was fetched (its offset then waits on us)."""
+    def _release(self, rid: str) -> tuple[Partition, int] | None:
+        """Let go of a job; its record's place, if it was fetched (that offset waits on us)."""
         self._cancels.discard(rid)
         self._shapes.pop(rid, None)
         self._progress.pop(rid, None)
@@ -462,7 +480,7 @@ class Relay:
         source: Source,
         rid: str,
         metadata: dict[str, Any] | None,
-        request: VideoRequest | None,
+        request: _Pending | None,
         resume: FalRef | None,
         deadline: datetime | None,
         log: Any,
@@ -483,7 +501,7 @@ class Relay:
                 )
             if resume is None:
                 assert request is not None
-                handle, window = await self._submit(source, request, log)
+                handle, window = await self._submit(source, request.take(), log)
                 log = log.bind(fal_request_id=handle.request_id)
                 log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
             else:

@@ -239,6 +239,7 @@ class FakeFal:
             self.status_outages -= 1
             raise FalUnavailable("fal answered 503 five times")
         self.polls[job.request_id] += 1
+        self._changed.set()
         prompt = self.plan[job.request_id]
         needed = int(prompt.split("polls=")[1].split()[0]) if "polls=" in prompt else 1
         polls = self.polls[job.request_id]
@@ -276,6 +277,12 @@ class FakeFal:
         self.in_flight -= 1
         self.cancelled.append(job.request_id)
         self._changed.set()
+
+    async def wait_polled(self, fal_request_id: str, count: int = 1) -> None:
+        async with asyncio.timeout(10):
+            while self.polls.get(fal_request_id, 0) < count:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def wait_cancelled(self, count: int) -> None:
         async with asyncio.timeout(10):

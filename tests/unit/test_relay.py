@@ -7,6 +7,7 @@ here they run in milliseconds and can force the awkward interleavings.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from typing import Any
 from service.core.ledger import FalRef, LedgerEntry, LedgerView, Source
 from service.core.offsets import Partition
 from service.core.polling import PollSchedule
+from service.messages import VideoRequest
 from service.metrics import RelayMetrics
 from service.ports import SubmitOptions
 from service.relay import Relay, RelayConfig
@@ -276,6 +278,19 @@ async def test_a_fal_outage_while_watching_does_not_abandon_the_paid_job() -> No
     assert outbox.results[0].status == "succeeded"
     assert fal.status_outages == 0
     assert len(fal.submitted) == 1
+
+
+async def test_a_job_at_fal_keeps_no_copy_of_its_request() -> None:
+    # The input (a data URI can be megabytes) is needed only until fal has the job, which then
+    # runs for minutes: thousands in flight must not hold thousands of inputs.
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("held", "hold"))
+    async with running(inbox, outbox, fal):
+        await fal.wait_polled("fal-0")
+        gc.collect()
+        kept = [o for o in gc.get_objects() if isinstance(o, VideoRequest)]
+        assert [r.request_id for r in kept] == []
+        assert [a["prompt"] for a in fal.submitted] == ["hold"]
 
 
 def cancel(rid: str) -> bytes:
