@@ -1,15 +1,22 @@
-"""How many records the consumer may take now, and whether to pause.
+"""What intake does with a fetched record, and how much it may fetch.
 
-Two bounds: free fal slots (the in-flight limit), and records held but not yet finished (a
-finished job whose result is still being published holds memory and an uncommitted offset, so
-intake also stops when too many of those pile up, e.g. while the results topic cannot be
-written). At either bound the shell pauses its partitions and keeps polling, so the consumer
-stays in its group.
+Two bounds on fetching: free fal slots (the in-flight limit), and records held but not yet
+finished (a finished job whose result is still being published holds memory and an
+uncommitted offset, so intake also stops when too many of those pile up, e.g. while the
+results topic cannot be written). At either bound the shell pauses its partitions and keeps
+polling, so the consumer stays in its group.
+
+Each fetched record then gets one ``RecordAction`` from ``decide_record``, given what the
+decoder made of it, what the ledger says of its request_id (``Intake``), and what this
+replica holds. The shell carries the action out (``service.relay.intake``).
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+from service.core.ledger import Intake
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +30,53 @@ def plan_intake(free_slots: int, unfinished: int, max_unfinished: int) -> Intake
     if room <= 0:
         return IntakePlan(fetch=0, pause=True)
     return IntakePlan(fetch=room, pause=False)
+
+
+class RecordKind(enum.Enum):
+    INVALID = "invalid"  # the decoder refused it
+    CANCEL = "cancel"  # a cancel message
+    REQUEST = "request"  # a valid video request
+
+
+class RecordAction(enum.Enum):
+    REJECT = "reject"  # dead-letter it (and a failed event when its id is free)
+    SKIP_REJECTED = "skip_rejected"  # dead-lettered before its offset was committed
+    CANCEL = "cancel"  # cancel the request it names, wherever it is
+    START = "start"  # a new job: take a slot and submit
+    NO_SLOT = "no_slot"  # a new job but no free slot: rewind the partition, take it later
+    ATTACH = "attach"  # the record of a job resumed at assignment: its offset waits for it
+    RESUME = "resume"  # at fal but not resumed yet (its entry came late): resume and attach
+    SKIP_DUPLICATE = "skip_duplicate"  # another record of this request_id is held or done
+    SKIP_CANCELLED = "skip_cancelled"  # cancelled before it arrived: never submitted
+    SKIP_DONE = "skip_done"  # this very record was finished before: a redelivery
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFacts:
+    kind: RecordKind
+    rejected_before: bool = False  # INVALID: the ledger has this position's rejection
+    intake: Intake = Intake.NEW  # REQUEST: the ledger's word on its request_id
+    held: bool = False  # a job of this request_id is held here
+    attached: bool = False  # ... and its record's offset already waits for it
+    cancelled: bool = False  # a cancel for this request_id came first
+    free_slots: int = 0
+
+
+def decide_record(f: RecordFacts) -> RecordAction:
+    if f.kind is RecordKind.INVALID:
+        return RecordAction.SKIP_REJECTED if f.rejected_before else RecordAction.REJECT
+    if f.kind is RecordKind.CANCEL:
+        return RecordAction.CANCEL
+    if f.held and f.intake is Intake.RESUME and not f.attached:
+        return RecordAction.ATTACH
+    if f.held or f.intake is Intake.DUPLICATE:
+        return RecordAction.SKIP_DUPLICATE
+    if f.cancelled and f.intake is Intake.NEW:
+        return RecordAction.SKIP_CANCELLED
+    if f.intake is Intake.DONE:
+        return RecordAction.SKIP_DONE
+    if f.intake is Intake.RESUME:
+        return RecordAction.RESUME
+    if f.free_slots <= 0:
+        return RecordAction.NO_SLOT
+    return RecordAction.START

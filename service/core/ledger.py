@@ -39,7 +39,8 @@ class Source(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class FalRef:
-    """What is needed to watch, fetch and cancel a job at fal."""
+    """A job at fal: what is needed to watch, fetch and cancel it (the ids and URLs fal gave
+    at submit). The ledger keeps it, and the fal adapter takes it."""
 
     request_id: str
     status_url: str
@@ -72,6 +73,12 @@ class LedgerEntry:
         if self.source == held.source:
             return self.state != "submitted" or held.state == "submitted"
         return self.at >= held.at
+
+
+def ledger_time(at: datetime) -> datetime:
+    """Ledger times are kept to the millisecond, as they are written, so an entry compares
+    equal to itself read back (see ``LedgerView.landed``)."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 class Intake(enum.Enum):
@@ -119,6 +126,13 @@ class LedgerView:
         if now - entry.at > self.retention:
             return Intake.NEW
         return Intake.DONE if entry.source == source else Intake.DUPLICATE
+
+    def landed(self, entry: LedgerEntry) -> bool:
+        """Whether ``entry`` is what the view holds for its key. The rule for a write whose
+        acknowledgement was lost: a Kafka transaction can commit and still be reported as
+        failed, so before writing again the view is caught up and asked; a write that landed
+        is not repeated (it would publish a second result)."""
+        return self._entries.get(entry.key) == entry
 
     def rejected_before(self, source: Source) -> bool:
         """This exact message was dead-lettered already (its offset was not yet committed)."""
