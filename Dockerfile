@@ -32,7 +32,11 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
 
 # Dependencies first, in their own layer: it is rebuilt only when the lock file changes.
+# `--locked` checks the lock against every dependency group, so it reads the fal emulator's
+# pyproject.toml (a dev-group path dependency); that file is metadata only, and `--no-dev`
+# installs none of the emulator, whose code never enters the build context (.dockerignore).
 COPY pyproject.toml uv.lock README.md ./
+COPY fal_emulator/pyproject.toml ./fal_emulator/
 RUN uv sync --locked --no-dev --no-install-project --no-cache
 
 # Then the project itself, installed as a regular (non-editable) package so the runtime stage

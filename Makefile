@@ -35,5 +35,5 @@ demo: setup  ## local Kafka + fal emulator + relay; publish the sample request, 
 	scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null 2>&1 || true
 	rm -rf $(DEMO_KAFKA_DIR)
 	scripts/kafka start --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null
-	$(UV) run lynx-relay demo --bootstrap 127.0.0.1:$(DEMO_KAFKA_PORT); \
+	$(UV) run fal-emulator demo --bootstrap 127.0.0.1:$(DEMO_KAFKA_PORT); \
 	  status=$$?; scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR); exit $$status

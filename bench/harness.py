@@ -2,7 +2,7 @@
 
 - ``kafka_broker()``: a private single-node broker (``scripts/kafka start`` in a temporary folder),
   always stopped; ``Topics`` / ``create_topics`` for fresh topics per run;
-- ``emulator_process(args)``: ``python -m service emulator`` (or any command that serves the
+- ``emulator_process(args)``: ``python -m fal_emulator serve`` (or any command that serves the
   emulator, e.g. ``bench/tls_emulator.py``) as a child process on a free loopback port, waited for
   and stopped with SIGTERM, then SIGKILL;
 - ``JsonLogProcess`` / ``RelayProcess``: a child process whose JSON log lines on stdout are read as
@@ -279,12 +279,12 @@ class Emulator:
 
 
 def emulator_command(port: int, *options: str) -> list[str]:
-    """``python -m service emulator`` on 127.0.0.1:port with quiet logs and the options given."""
+    """``python -m fal_emulator serve`` on 127.0.0.1:port, quiet logs and the options given."""
     return [
         sys.executable,
         "-m",
-        "service",
-        "emulator",
+        "fal_emulator",
+        "serve",
         "--host",
         "127.0.0.1",
         "--port",
@@ -306,7 +306,7 @@ def emulator_process(
 ) -> Iterator[Emulator]:
     """Start the emulator, wait until it answers, and stop it with SIGTERM (then SIGKILL).
 
-    ``options`` are ``lynx-relay emulator`` options; ``command`` (port -> argv) replaces the whole
+    ``options`` are ``fal-emulator serve`` options; ``command`` (port -> argv) replaces the whole
     command line, e.g. for the TLS runner, whose base URL is ``https``: pass ``scheme`` and the
     ``context`` that trusts its certificate."""
     with tempfile.TemporaryFile() as log:

@@ -51,8 +51,9 @@ from harness import (
 from service.adapters.fal import FalQueue
 from service.app import fal_http_client
 from service.config import load_settings
+from service.core.ledger import FalRef
 from service.metrics import RelayMetrics
-from service.ports import FalJobHandle, FalPhase
+from service.ports import FalPhase
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "http-transport.md"
 TRANSPORTS = ("aiohttp", "httpx")
@@ -117,7 +118,7 @@ def _split(total: int, workers: int) -> list[int]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
-async def _status_calls(fal: FalQueue, job: FalJobHandle, count: int, counter: Counter) -> None:
+async def _status_calls(fal: FalQueue, job: FalRef, count: int, counter: Counter) -> None:
     for _ in range(count):
         status = await fal.status(job)
         counter.calls["status"] += 1

@@ -10,7 +10,7 @@ process on loopback:
 - its own single-node Kafka broker (``scripts/kafka start`` in a temporary folder), and per run
   fresh topics: requests (6 partitions), results and dead letters (replication 1), and the ledger
   topic, which the relay creates (3 partitions);
-- per run a fresh fal queue emulator (``python -m service emulator --run-time 0.2-0.5``) and a
+- per run a fresh fal queue emulator (``python -m fal_emulator serve --run-time 0.2-0.5``) and a
   fresh relay (``python -m service run``) configured through its environment, polling fal every
   0.05-0.25 s, with ``RELAY_MAX_IN_FLIGHT`` 8 or 64;
 - N valid requests are published once the relay logged ``relay_started``; the ``ledger_write_ms``

@@ -1,9 +1,9 @@
 """The fal queue emulator served over TLS, as a process: ``fal_client`` only speaks https.
 
-``lynx-relay emulator`` has no TLS option, so this runner starts ``FalEmulator`` in-process with
+``fal-emulator serve`` has no TLS option, so this runner starts ``FalEmulator`` in-process with
 an SSL context built from a certificate chain and key (``bench/run.py`` makes them with a
 throwaway ``trustme`` CA for 127.0.0.1) and serves until SIGTERM or SIGINT. Every
-``lynx-relay emulator`` option is accepted (``--run-time``, ``--queue-wait``, ...)::
+``fal-emulator serve`` option is accepted (``--run-time``, ``--queue-wait``, ...)::
 
     python bench/tls_emulator.py --cert-chain server.pem --key server.key --port 8471 --run-time 2
 """
@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.emulator import FalEmulator
-from service.emulator.server import add_arguments, config_from_arguments
-from service.logs import configure_logging
+from fal_emulator import FalEmulator
+from fal_emulator.logs import configure_logging
+from fal_emulator.server import add_arguments, config_from_arguments
 
 
 async def serve_tls(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ each mode and for jobs that run 10 s and 60 s at fal, with every part a real pro
 - its own single-node Kafka broker (``scripts/kafka start`` in a temporary folder); per cell fresh
   topics (requests with 3 partitions, results and dead letters, created with aiokafka's admin
   client; the relay creates its ledger topic), a fresh fal queue emulator
-  (``python -m service emulator --run-time 10`` or ``60``, no queue wait, no concurrency limit)
+  (``python -m fal_emulator serve --run-time 10`` or ``60``, no queue wait, no concurrency limit)
   and a fresh relay (``python -m service run``) with ``RELAY_MAX_IN_FLIGHT=16``, the default poll
   intervals (1 s .. 10 s) and the default webhook safety poll (60 s); in webhook mode
   ``RELAY_WEBHOOK_URL`` points at the relay's own ``/fal/webhook`` on a fixed loopback port and

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from httpx_aiohttp import AiohttpTransport
 
 from service.adapters.clock import SystemClock
-from service.adapters.fal import FalQueue
+from service.adapters.fal import FalQueue, parse_webhook
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
 from service.adapters.kafka_client import KafkaRefused, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
@@ -94,7 +94,8 @@ class RelayService:
 
     def _webhook_delivered(self, fal_request_id: str, body: dict[str, Any]) -> None:
         if self._relay is not None:
-            self._relay.webhook_delivered(fal_request_id, body)
+            status, output = parse_webhook(body)
+            self._relay.webhook_delivered(fal_request_id, status, output)
 
     def _is_ready(self) -> bool:
         relay = self._relay
@@ -203,6 +204,7 @@ class RelayService:
     async def _kafka_started(self, what: str) -> AsyncIterator[None]:
         servers = self.settings.kafka_bootstrap_servers
         try:
+            # Wall-clock on purpose: a bound on connecting to real Kafka at process start.
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
                 yield
         except (KafkaError, OSError, TimeoutError, LedgerMissing) as exc:

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.decoding import InputPolicy
 from service.errors import SettingsError
-from service.messages import InputPolicy
 
 
 def is_local_url(url: str) -> bool:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from service.messages import ErrorCode
+
 
 class RelayError(Exception):
-    code: ClassVar[str] = "internal_error"
+    code: ClassVar[ErrorCode] = "internal_error"
     default_retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, details: Any = None, retryable: bool | None = None) -> None:

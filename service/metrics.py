@@ -7,6 +7,8 @@ several relays can run in one process (the integration tests do).
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,6 +17,9 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+
+from service.decoding import RejectReason
+from service.messages import ERROR_CODES
 
 _JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600)
 
@@ -159,31 +164,11 @@ class RelayMetrics:
         zero_series(self)
 
 
-REJECT_REASONS = (
-    "too_large",
-    "not_utf8",
-    "not_json",
-    "not_object",
-    "missing_request_id",
-    "invalid_request_id",
-    "schema",
-    "policy",
-)
+# Label values, from the vocabularies they name (so a new reason or code has a series at once).
+REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 RESULT_SERIES = (
     ("succeeded", "none"),
-    *(
-        ("failed", code)
-        for code in (
-            "invalid_request",
-            "fal_rejected",
-            "fal_failed",
-            "fal_unavailable",
-            "timeout",
-            "unauthorized",
-            "result_expired",
-            "internal_error",
-        )
-    ),
+    *(("failed", code) for code in ERROR_CODES if code != "cancelled"),
     ("cancelled", "cancelled"),
 )
 FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel")

@@ -1,19 +1,25 @@
 """The interfaces the relay works through, one per external system, named for our need.
 
 ``Inbox`` (requests in, offsets out) and ``Outbox`` (results and dead letters out) are Kafka
-in production (``service.adapters.kafka``); ``VideoJobs`` is fal's queue
-(``service.adapters.fal``); ``Clock`` is time. Tests substitute plain fakes.
+in production (``service.adapters.kafka``); ``LedgerFeed`` keeps the ledger view
+(``service.adapters.ledger``); ``VideoJobs`` is fal's queue (``service.adapters.fal``);
+``Clock`` is time, every wait included. Tests substitute plain fakes.
+
+A job at fal is named by ``FalRef`` (``service.core.ledger``): the ids and URLs fal gave at
+submit, which is also what the ledger keeps of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from service.core.ledger import LedgerEntry
+from service.core.ledger import FalRef, LedgerEntry
 from service.core.offsets import Partition
 from service.messages import ProgressEvent, ResultEvent
 
@@ -82,24 +88,24 @@ class Outbox(Protocol):
 
 
 class LedgerFeed(Protocol):
+    """The owner of the ledger view: the one writer of ``LedgerView``, fed by the ledger
+    topic and by the relay's own acknowledged writes."""
+
     async def catch_up(self) -> None:
         """Return once every ledger record written before the call is in the view."""
+
+    def written(self, entry: LedgerEntry) -> None:
+        """An entry of ours that Kafka just acknowledged: in the view at once (reading it
+        back later changes nothing)."""
+
+    def expire(self, now: datetime) -> None:
+        """Forget ended entries older than the dedupe retention."""
 
 
 class FalPhase(enum.Enum):
     QUEUED = "IN_QUEUE"
     RUNNING = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
-
-
-@dataclass(frozen=True, slots=True)
-class FalJobHandle:
-    """What is needed to watch, fetch and cancel a fal job (the URLs fal gave at submit)."""
-
-    request_id: str
-    status_url: str
-    response_url: str
-    cancel_url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +145,13 @@ class VideoJobs(Protocol):
 
     async def submit(
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
-    ) -> FalJobHandle: ...
-    async def status(self, job: FalJobHandle) -> FalStatus: ...
-    def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
+    ) -> FalRef: ...
+    async def status(self, job: FalRef) -> FalStatus: ...
+    def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
         """fal's status stream: statuses as they change, ending after COMPLETED."""
 
-    async def result(self, job: FalJobHandle) -> FalOutput: ...
-    async def cancel(self, job: FalJobHandle) -> None: ...
+    async def result(self, job: FalRef) -> FalOutput: ...
+    async def cancel(self, job: FalRef) -> None: ...
 
 
 class Clock(Protocol):
@@ -156,3 +162,13 @@ class Clock(Protocol):
         """Seconds on a clock that never goes back (for intervals)."""
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
+        """Like ``asyncio.timeout``: the block is cancelled after ``seconds`` (None: never)
+        and ``TimeoutError`` raised."""
+
+    async def wait(
+        self, tasks: Iterable[asyncio.Future[Any]], within: float | None
+    ) -> set[asyncio.Future[Any]]:
+        """Wait until ``tasks`` are done or ``within`` seconds passed (None: no limit); the
+        ones still pending. The tasks are not cancelled."""

@@ -23,6 +23,7 @@ import aiohttp
 import httpx
 import stamina
 
+from service.core.ledger import FalRef
 from service.errors import (
     FalError,
     FalJobFailed,
@@ -34,7 +35,6 @@ from service.errors import (
 )
 from service.metrics import RelayMetrics, status_class
 from service.ports import (
-    FalJobHandle,
     FalLogLine,
     FalOutput,
     FalPhase,
@@ -76,7 +76,7 @@ class FalQueue:
 
     async def submit(
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
-    ) -> FalJobHandle:
+    ) -> FalRef:
         headers = submit_headers(options)
         async for attempt in stamina.retry_context(
             on=_not_sent, attempts=self._attempts, timeout=self._retry_timeout
@@ -91,7 +91,7 @@ class FalQueue:
                     params=self._submit_params,
                 )
         try:
-            return FalJobHandle(
+            return FalRef(
                 request_id=str(body["request_id"]),
                 status_url=str(body["status_url"]),
                 response_url=str(body["response_url"]),
@@ -100,11 +100,11 @@ class FalQueue:
         except (KeyError, TypeError) as exc:
             raise FalUnavailable(f"fal's submit answer lacks {exc}", retryable=False) from None
 
-    async def status(self, job: FalJobHandle) -> FalStatus:
+    async def status(self, job: FalRef) -> FalStatus:
         body = await self._idempotent("status", "GET", job.status_url, params={"logs": self._logs})
         return _status_from(body)
 
-    async def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
+    async def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
         """One connection: ``{status_url}/stream`` sends a ``data: <status JSON>`` event per
         change (and keep-alive comments) and closes after COMPLETED."""
         url = job.status_url.rstrip("/") + "/stream"
@@ -134,15 +134,14 @@ class FalQueue:
         except json.JSONDecodeError:
             raise FalUnavailable("fal's status stream sent something that is not JSON") from None
 
-    async def result(self, job: FalJobHandle) -> FalOutput:
+    async def result(self, job: FalRef) -> FalOutput:
         body = await self._idempotent("result", "GET", job.response_url)
-        video = body.get("video")
-        if not isinstance(video, dict) or not isinstance(video.get("url"), str):
+        output = _output_from(body)
+        if output is None:
             raise FalJobFailed("fal's result has no video url", details={"result": body})
-        seed = body.get("seed")
-        return FalOutput(video=video, seed=seed if isinstance(seed, int) else None)
+        return output
 
-    async def cancel(self, job: FalJobHandle) -> None:
+    async def cancel(self, job: FalRef) -> None:
         try:
             await self._idempotent("cancel", "PUT", job.cancel_url)
         except FalRejected as exc:
@@ -260,6 +259,32 @@ def _status_from(body: dict[str, Any]) -> FalStatus:
             if isinstance(line, dict)
         ),
     )
+
+
+def _output_from(body: Any) -> FalOutput | None:
+    """The Lynx output in a result (or a webhook's payload): its video, if it has a URL."""
+    video = body.get("video") if isinstance(body, dict) else None
+    if not isinstance(video, dict) or not isinstance(video.get("url"), str):
+        return None
+    seed = body.get("seed")
+    return FalOutput(video=video, seed=seed if isinstance(seed, int) else None)
+
+
+def parse_webhook(body: Mapping[str, Any]) -> tuple[FalStatus, FalOutput | None]:
+    """fal's webhook body: {"status": "OK", "payload": output} or {"status": "ERROR", ...}.
+
+    An OK payload with a video is the result itself; anything else is fetched from fal,
+    whose answer to the result call carries the status code the error mapping needs.
+    """
+    payload = body.get("payload")
+    if body.get("status") == "OK":
+        output = _output_from(payload)
+        if output is not None:
+            return FalStatus(FalPhase.COMPLETED), output
+    error_type = payload.get("error_type") if isinstance(payload, dict) else None
+    return FalStatus(
+        FalPhase.COMPLETED, error=_opt_str(body.get("error")), error_type=_opt_str(error_type)
+    ), None
 
 
 def _opt_str(value: Any) -> str | None:

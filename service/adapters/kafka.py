@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from service.adapters.kafka_client import client_options
-from service.adapters.ledger import encode_entry
+from service.adapters.ledger_codec import encode_entry
 from service.config import Settings
+from service.core.backoff import Backoff
 from service.core.ledger import LedgerEntry
 from service.core.offsets import Partition
 from service.logs import get_logger
@@ -216,6 +217,8 @@ class KafkaOutbox:
     async def stop(self) -> None:
         """Write what is queued (a few seconds at most), then close."""
         if self._task is not None:
+            # Wall-clock on purpose: a real producer's last flush at process exit, not relay
+            # logic the fake clock drives.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self.flush()
@@ -336,7 +339,7 @@ class KafkaOutbox:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
             self._producer = producer = self._new_producer()
             try:
@@ -345,7 +348,6 @@ class KafkaOutbox:
                 self._log.debug("kafka_producer_restart_failed", error=repr(exc))
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+                await asyncio.sleep(backoff.next())
             else:
                 return

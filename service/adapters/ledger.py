@@ -1,16 +1,9 @@
-"""The job ledger on Kafka: its record format, its topic, and the feed that keeps the view.
+"""The job ledger on Kafka: its topic, and the feed that keeps the view.
 
-Format: key = the entry's key (a request_id, or ``source:<topic>:<partition>:<offset>`` for a
-rejected message); value = one JSON object (below); a null value is a tombstone. Every value
-names the process that wrote it (``writer``, new at each start), for operators reading the
-topic. The relay applies its own entries the moment Kafka acknowledges them and again when
-the feed reads them back; the view keeps the newer of two entries, so that is harmless.
-
-    {"v": 1, "state": "submitted" | "finished" | "rejected", "writer": "...",
-     "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
-     "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
-     "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
-     "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null}
+The record format is ``service.adapters.ledger_codec`` (the outbox writes with it, this feed
+reads with it). The relay's own entries go into the view the moment Kafka acknowledges them
+(``written``) and again when the feed reads them back; the view keeps the newer of two
+entries, so that is harmless. This feed is the view's one writer.
 
 The topic is compacted (the latest entry per key is kept) and also deleted by age
 (``cleanup.policy=compact,delete``, ``retention.ms`` = RELAY_DEDUPE_RETENTION_S), which is what
@@ -21,77 +14,18 @@ entry of a job still running is never aged out.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from service.adapters.kafka_client import client_options
+from service.adapters.ledger_codec import decode_entry
 from service.config import Settings
-from service.core.ledger import FalRef, LedgerEntry, LedgerView, Source
+from service.core.backoff import Backoff
+from service.core.ledger import LedgerEntry, LedgerView
 from service.logs import get_logger
-from service.messages import format_timestamp
-
-
-def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
-    fal = entry.fal
-    body: dict[str, Any] = {
-        "v": 1,
-        "state": entry.state,
-        "writer": writer,
-        "source": {
-            "topic": entry.source.topic,
-            "partition": entry.source.partition,
-            "offset": entry.source.offset,
-        },
-        "at": format_timestamp(entry.at),
-        "fal": None
-        if fal is None
-        else {
-            "request_id": fal.request_id,
-            "status_url": fal.status_url,
-            "response_url": fal.response_url,
-            "cancel_url": fal.cancel_url,
-        },
-        "received_at": format_timestamp(entry.received_at) if entry.received_at else None,
-        "metadata": entry.metadata,
-        "deadline": format_timestamp(entry.deadline) if entry.deadline else None,
-        "status": entry.status,
-        "shape": entry.shape,
-        "run_s": entry.run_s,
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
-    """The entry and its writer; raises ValueError (or KeyError/TypeError) on a bad record."""
-    body = json.loads(value)
-    src = body["source"]
-    fal = body.get("fal")
-    received = body.get("received_at")
-    entry = LedgerEntry(
-        key=key,
-        state=body["state"],
-        source=Source(str(src["topic"]), int(src["partition"]), int(src["offset"])),
-        at=datetime.fromisoformat(body["at"]),
-        fal=None
-        if fal is None
-        else FalRef(
-            **{k: str(fal[k]) for k in ("request_id", "status_url", "response_url", "cancel_url")}
-        ),
-        received_at=datetime.fromisoformat(received) if received else None,
-        metadata=body.get("metadata"),
-        deadline=datetime.fromisoformat(body["deadline"]) if body.get("deadline") else None,
-        status=body.get("status"),
-        shape=body.get("shape"),
-        run_s=float(body["run_s"]) if isinstance(body.get("run_s"), int | float) else None,
-    )
-    if entry.state not in ("submitted", "finished", "rejected"):
-        raise ValueError(f"unknown ledger state {entry.state!r}")
-    return entry, str(body.get("writer", ""))
 
 
 async def ensure_ledger_topic(settings: Settings) -> None:
@@ -223,18 +157,24 @@ class KafkaLedger:
             self._task.result()  # surfaces the follower's failure to the waiter
         return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
+    def written(self, entry: LedgerEntry) -> None:
+        self._view.apply(entry.key, entry)
+
+    def expire(self, now: datetime) -> None:
+        self._view.expire(now)
+
     async def _follow(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 await self._follow_once()
-                delay = 0.5
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                delay = backoff.next()
                 self._log.warning("ledger_follow_failed", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
 
     async def _follow_once(self) -> None:
         batches = await self._c.getmany(timeout_ms=200)

@@ -193,3 +193,25 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
             if "--from=" not in args:
                 copied.update(args.split()[:-1])
     assert copied <= allowed
+
+
+def test_the_image_carries_no_fal_emulator_code() -> None:
+    """The fal emulator is a dev-group path dependency: the builder copies only its
+    pyproject.toml (``uv sync --locked`` reads every group's metadata to check the lock), the
+    build context allows nothing else of it, ``--no-dev`` installs none of it, and the final
+    stage takes nothing but the builder's virtual environment."""
+    sources = [
+        source
+        for stage in STAGES
+        for args in stage.all("COPY")
+        if "--from=" not in args
+        for source in args.split()[:-1]
+    ]
+    assert [s for s in sources if s.startswith("fal_emulator")] == ["fal_emulator/pyproject.toml"]
+    allowed = [
+        line.strip()[1:]
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip().startswith("!")
+    ]
+    assert [a for a in allowed if a.startswith("fal_emulator")] == ["fal_emulator/pyproject.toml"]
+    assert FINAL.all("COPY") == ["--from=builder /app/.venv /app/.venv"]

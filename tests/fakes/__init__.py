@@ -7,17 +7,18 @@ number of jobs in flight); none of them records calls for their own sake.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.core.ledger import LedgerEntry, LedgerView
+from service.core.ledger import FalRef, LedgerEntry, LedgerView
 from service.core.offsets import Partition
 from service.errors import FalJobFailed, FalUnauthorized, FalUnavailable
 from service.messages import ProgressEvent, ResultEvent
 from service.ports import (
-    FalJobHandle,
     FalLogLine,
     FalOutput,
     FalPhase,
@@ -28,10 +29,14 @@ from service.ports import (
 
 
 class FakeClock:
-    """Time moves only when the relay sleeps; sleeping yields to the event loop."""
+    """Time moves only when the relay sleeps (or a test calls ``advance``); sleeping yields
+    to the event loop. Timeouts and waits with a limit expire when time passes their end,
+    so job timeouts, deadlines and grace periods run without real waiting."""
 
     def __init__(self) -> None:
         self.elapsed = 0.0
+        self._timers: list[tuple[float, asyncio.Timeout]] = []
+        self.timer_armed = asyncio.Event()  # set whenever a timeout starts
 
     def now(self) -> datetime:
         return datetime(2026, 11, 24, tzinfo=UTC) + timedelta(seconds=self.elapsed)
@@ -40,8 +45,47 @@ class FakeClock:
         return self.elapsed
 
     async def sleep(self, seconds: float) -> None:
-        self.elapsed += seconds
+        self.advance(seconds)
         await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass: every timeout whose end has come expires."""
+        self.elapsed += max(0.0, seconds)
+        loop = asyncio.get_running_loop()
+        for end, timer in list(self._timers):
+            if end <= self.elapsed and not timer.expired():
+                timer.reschedule(loop.time())  # asyncio's own expiry, at the next loop turn
+
+    @property
+    def timers(self) -> int:
+        """Timeouts running now."""
+        return len(self._timers)
+
+    @asynccontextmanager
+    async def timeout(self, seconds: float | None) -> AsyncIterator[None]:
+        async with asyncio.timeout(None) as timer:
+            if seconds is None:
+                yield
+                return
+            entry = (self.elapsed + seconds, timer)
+            self._timers.append(entry)
+            self.timer_armed.set()
+            if seconds <= 0:
+                timer.reschedule(asyncio.get_running_loop().time())
+            try:
+                yield
+            finally:
+                self._timers.remove(entry)
+
+    async def wait(
+        self, tasks: Iterable[asyncio.Future[Any]], within: float | None
+    ) -> set[asyncio.Future[Any]]:
+        waiting = set(tasks)
+        if waiting:
+            with contextlib.suppress(TimeoutError):
+                async with self.timeout(within):
+                    await asyncio.wait(waiting)
+        return {t for t in waiting if not t.done()}
 
 
 class FakeInbox:
@@ -59,6 +103,8 @@ class FakeInbox:
         self.rewound = asyncio.Event()
         self.drained = asyncio.Event()  # every record was handed out (and not rewound)
         self.assign_on_next_fetch: int | None = None
+        # With a clock, an empty fetch takes its ``max_wait`` of (fake) time, as Kafka's does.
+        self.clock: FakeClock | None = None
 
     def append(self, partition: int, value: bytes | None, key: bytes | None = None) -> None:
         log = self.logs.setdefault(partition, [])
@@ -82,6 +128,8 @@ class FakeInbox:
                 self.cursor[p] += 1
         if all(self.cursor[p] == len(log) for p, log in self.logs.items()):
             self.drained.set()
+        if not out and self.clock is not None:
+            self.clock.advance(max_wait)
         await asyncio.sleep(0 if out else 0.001)  # pacing of an idle fake, not synchronisation
         return out
 
@@ -167,7 +215,7 @@ class FakeLedgerFeed:
         self, view: LedgerView, written: list[LedgerEntry] | None = None, slowness: int = 20
     ) -> None:
         self.view = view
-        self.written = written if written is not None else []
+        self.previous = written if written is not None else []  # a previous process's
         self.slowness = slowness
         self.catch_ups = 0
 
@@ -175,13 +223,20 @@ class FakeLedgerFeed:
         self.catch_ups += 1
         for _ in range(self.slowness):
             await asyncio.sleep(0)
-        for entry in self.written:
+        for entry in self.previous:
             self.view.apply(entry.key, entry)
+
+    def written(self, entry: LedgerEntry) -> None:
+        self.view.apply(entry.key, entry)
+
+    def expire(self, now: datetime) -> None:
+        self.view.expire(now)
 
 
 class FakeFal:
     """Each job completes after ``polls`` status calls (the prompt can say ``polls=N``); a
-    prompt containing ``fail`` ends in a failed result; ``hold`` keeps it running."""
+    prompt containing ``fail`` ends in a failed result; ``hold`` keeps it running;
+    ``stuck-submit`` makes its submit wait for ever (fal never answers)."""
 
     def __init__(self) -> None:
         self.submitted: list[Mapping[str, Any]] = []
@@ -196,6 +251,7 @@ class FakeFal:
         self.refuse_key = False
         self.key_refused = asyncio.Event()
         self.options: list[SubmitOptions | None] = []
+        self.submits_started = 0
         self._changed = asyncio.Event()
 
     def already_running(self, fal_id: str, prompt: str = "") -> None:
@@ -203,6 +259,12 @@ class FakeFal:
         self.polls[fal_id] = 0
         self.plan[fal_id] = prompt
         self.in_flight += 1
+
+    async def wait_submit_started(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while self.submits_started < count:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def wait_submitted(self, count: int) -> None:
         async with asyncio.timeout(10):
@@ -212,8 +274,12 @@ class FakeFal:
 
     async def submit(
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
-    ) -> FalJobHandle:
+    ) -> FalRef:
         await asyncio.sleep(0)
+        self.submits_started += 1
+        self._changed.set()
+        if "stuck-submit" in str(arguments.get("prompt", "")):
+            await asyncio.Event().wait()  # fal never answers this one
         self._check_key()
         fid = f"fal-{len(self.submitted)}"
         self.submitted.append(arguments)
@@ -223,14 +289,14 @@ class FakeFal:
         self.plan[fid] = str(arguments.get("prompt", ""))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        return FalJobHandle(fid, f"s/{fid}", f"r/{fid}", f"c/{fid}")
+        return FalRef(fid, f"s/{fid}", f"r/{fid}", f"c/{fid}")
 
     def _check_key(self) -> None:
         if self.refuse_key:
             self.key_refused.set()
             raise FalUnauthorized("Invalid key", status_code=401)
 
-    async def status(self, job: FalJobHandle) -> FalStatus:
+    async def status(self, job: FalRef) -> FalStatus:
         await asyncio.sleep(0)
         self._check_key()
         if job.request_id in self.cancelled:
@@ -253,7 +319,7 @@ class FakeFal:
             return FalStatus(FalPhase.RUNNING)
         return FalStatus(FalPhase.COMPLETED, inference_time=0.5)
 
-    async def stream(self, job: FalJobHandle) -> AsyncIterator[FalStatus]:
+    async def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
         """The status stream: every status a poll would see, until completion; a prompt with
         ``drop-stream`` breaks every connection (the relay must fall back to polling)."""
         if "drop-stream" in self.plan[job.request_id]:
@@ -265,7 +331,7 @@ class FakeFal:
             if status.phase is FalPhase.COMPLETED:
                 return
 
-    async def result(self, job: FalJobHandle) -> FalOutput:
+    async def result(self, job: FalRef) -> FalOutput:
         await asyncio.sleep(0)
         self.in_flight -= 1
         self.results_fetched += 1
@@ -273,7 +339,7 @@ class FakeFal:
             raise FalJobFailed("the model crashed", details={"status_code": 500})
         return FalOutput(video={"url": f"https://v/{job.request_id}.mp4"}, seed=42)
 
-    async def cancel(self, job: FalJobHandle) -> None:
+    async def cancel(self, job: FalRef) -> None:
         self.in_flight -= 1
         self.cancelled.append(job.request_id)
         self._changed.set()

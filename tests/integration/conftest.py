@@ -15,10 +15,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from fal_emulator.config import EmulatorConfig
+from fal_emulator.server import FalEmulator
 from service.app import RelayService
 from service.config import Settings, load_settings
-from service.emulator.config import EmulatorConfig
-from service.emulator.server import FalEmulator
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from service.emulator.config import EmulatorConfig
+from fal_emulator.config import EmulatorConfig
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,
@@ -45,10 +45,16 @@ def run_cli(
 
 
 def test_help_lists_the_sub_commands() -> None:
+    """The relay's command is the product's: run and schemas. The fal emulator and the demo
+    are the development package's (``fal-emulator``), not sub-commands of the relay."""
     out = run_cli("--help", env={})
     assert out.returncode == 0
-    for command in ("run", "emulator", "schemas", "demo"):
+    for command in ("run", "schemas"):
         assert command in out.stdout
+    for moved in ("emulator", "demo"):
+        refused = run_cli(moved, "--help", env={})
+        assert refused.returncode == 2
+        assert "invalid choice" in refused.stderr
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.emulator.config import EmulatorConfig
-from service.emulator.server import FalEmulator
+from fal_emulator.config import EmulatorConfig
+from fal_emulator.server import FalEmulator
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,

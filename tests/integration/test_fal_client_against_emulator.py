@@ -32,7 +32,7 @@ import fal_client.client
 import pytest
 import trustme
 
-from service.emulator import EmulatorConfig, FalEmulator
+from fal_emulator import EmulatorConfig, FalEmulator
 
 KEY = "emulator-key-id:emulator-key-secret"
 APP = "fal-ai/lynx"

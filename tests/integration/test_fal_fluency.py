@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.emulator.config import EmulatorConfig
-from service.emulator.faults import Faults
+from fal_emulator.config import EmulatorConfig
+from fal_emulator.faults import Faults
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from service.emulator.config import EmulatorConfig
+from fal_emulator.config import EmulatorConfig
 from tests.integration.conftest import (
     Topics,
     committed_and_end,

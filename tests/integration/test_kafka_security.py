@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 from cryptography.hazmat.primitives import serialization
 
-from service.emulator.config import EmulatorConfig
+from fal_emulator.config import EmulatorConfig
 from tests.integration.conftest import (
     consume,
     create_topics,

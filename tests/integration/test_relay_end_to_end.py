@@ -10,7 +10,7 @@ import re
 
 import httpx
 
-from service.emulator.config import EmulatorConfig
+from fal_emulator.config import EmulatorConfig
 from tests.integration.conftest import (
     Topics,
     committed_and_end,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from fal_emulator.config import EmulatorConfig
 from service.config import load_settings
-from service.emulator.config import EmulatorConfig
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,

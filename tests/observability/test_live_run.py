@@ -38,7 +38,7 @@ from dashboards.promql import (
     panel_queries,
     substitute,
 )
-from service.emulator.config import EmulatorConfig
+from fal_emulator.config import EmulatorConfig
 from tests.integration.conftest import (
     consume,
     create_topics,

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from service.emulator import EmulatorConfig, FalEmulator, add_arguments
-from service.emulator.jobs import Job, Simulation
+from fal_emulator import EmulatorConfig, FalEmulator, add_arguments
+from fal_emulator.jobs import Job, Simulation
 
 KEY = "key-id:key-secret"
 AUTH = {"Authorization": f"Key {KEY}"}

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import structlog
 
-from service.emulator import EmulatorConfig, config_from_arguments, serve
-from service.emulator.config import parse_range
-from service.emulator.jobs import (
+from fal_emulator import EmulatorConfig, config_from_arguments, serve
+from fal_emulator.config import parse_range
+from fal_emulator.jobs import (
     Event,
     IllegalTransition,
     Phase,
@@ -29,7 +29,7 @@ from service.emulator.jobs import (
     plan_job,
     video_dimensions,
 )
-from service.emulator.wire import QueueRoute, authorized, parse_queue_path
+from fal_emulator.wire import QueueRoute, authorized, parse_queue_path
 from tests.unit.emulator_support import (
     BODY,
     DEADLINE,

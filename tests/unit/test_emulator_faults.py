@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.emulator import EndpointFaults, FaultKind, Faults, config_from_arguments
-from service.emulator.faults import DEFAULT_FAULT_KINDS, FaultInjector, parse_fault_spec
-from service.emulator.jobs import Outcome
+from fal_emulator import EndpointFaults, FaultKind, Faults, config_from_arguments
+from fal_emulator.faults import DEFAULT_FAULT_KINDS, FaultInjector, parse_fault_spec
+from fal_emulator.jobs import Outcome
 from tests.unit.emulator_support import (
     BODY,
     HOLD,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import pytest
 from multidict import CIMultiDict
 
-from service.emulator.jobs import (
+from fal_emulator.jobs import (
     CancelOutcome,
     Event,
     Job,
@@ -24,8 +24,8 @@ from service.emulator.jobs import (
     Simulation,
     next_phase,
 )
-from service.emulator.webhooks import webhook_body
-from service.emulator.wire import QueueUrls, completed_result_reply, start_timeout, status_reply
+from fal_emulator.webhooks import webhook_body
+from fal_emulator.wire import QueueUrls, completed_result_reply, start_timeout, status_reply
 from tests.unit.emulator_support import (
     BODY,
     DEADLINE,

@@ -20,8 +20,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from service.emulator import EmulatorConfig, config_from_arguments
-from service.emulator.webhooks import Keyring, reserved_host, signing_message
+from fal_emulator import EmulatorConfig, config_from_arguments
+from fal_emulator.webhooks import Keyring, reserved_host, signing_message
 from tests.unit.emulator_support import (
     BODY,
     DEADLINE,

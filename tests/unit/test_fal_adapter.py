@@ -17,9 +17,11 @@ from service.adapters.fal import (
     FalQueue,
     _retryable,
     error_for,
+    parse_webhook,
     retry_after_seconds,
     submit_headers,
 )
+from service.core.ledger import FalRef
 from service.errors import (
     FalJobFailed,
     FalRejected,
@@ -29,10 +31,10 @@ from service.errors import (
     FalUnavailable,
 )
 from service.metrics import RelayMetrics
-from service.ports import FalJobHandle, FalPhase, SubmitOptions
+from service.ports import FalPhase, SubmitOptions
 
 BASE = "https://queue.fal.test"
-HANDLE = FalJobHandle(
+HANDLE = FalRef(
     request_id="f-1",
     status_url=f"{BASE}/fal-ai/lynx/requests/f-1/status",
     response_url=f"{BASE}/fal-ai/lynx/requests/f-1",
@@ -237,3 +239,43 @@ def test_retry_after_is_honoured_in_seconds_or_as_a_date() -> None:
     assert _retryable(err) == 3.0
     assert _retryable(FalUnavailable("x")) is True
     assert _retryable(FalJobFailed("x")) is False
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "error_type", "video_url"),
+    [
+        pytest.param(
+            {"status": "OK", "payload": {"video": {"url": "https://v/1.mp4"}, "seed": 7}},
+            None,
+            None,
+            "https://v/1.mp4",
+            id="ok-with-video-is-the-result",
+        ),
+        pytest.param(
+            {"status": "OK", "payload": {"images": []}},
+            None,
+            None,
+            None,
+            id="ok-without-video-is-fetched",
+        ),
+        pytest.param(
+            {"status": "ERROR", "error": "boom", "payload": {"error_type": "runner_crash"}},
+            "boom",
+            "runner_crash",
+            None,
+            id="error-carries-fals-words",
+        ),
+        pytest.param({"status": "ERROR"}, None, None, None, id="bare-error"),
+    ],
+)
+def test_a_webhook_body_is_parsed_at_the_seam(
+    body: dict[str, Any], error: str | None, error_type: str | None, video_url: str | None
+) -> None:
+    """fal's webhook is parsed here, not in the relay: a completed status, fal's error words,
+    and the output only when the webhook carries a video (else the result is fetched)."""
+    status, output = parse_webhook(body)
+    assert status.phase is FalPhase.COMPLETED
+    assert (status.error, status.error_type) == (error, error_type)
+    assert (output.video["url"] if output else None) == video_url
+    if output is not None:
+        assert output.seed == 7

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from service.adapters.ledger import decode_entry, encode_entry
+from service.adapters.ledger_codec import decode_entry, encode_entry
 from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)

@@ -10,15 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.messages import (
-    InputPolicy,
-    Rejection,
-    ResultEvent,
-    Timings,
-    VideoRequest,
-    decode_request,
-    format_timestamp,
-)
+from service.core import outcomes
+from service.decoding import InputPolicy, Rejection, decode_request
+from service.errors import RelayError
+from service.messages import ERROR_CODES, ResultEvent, Timings, VideoRequest, format_timestamp
+from service.metrics import RESULT_SERIES
 
 VALID: dict[str, Any] = {
     "request_id": "order-8841",
@@ -248,3 +244,25 @@ def test_hostile_shapes_decode_to_a_request_or_a_precise_rejection(
     else:
         # Accepted means it can be published back out as JSON.
         json.loads(decoded.model_dump_json())
+
+
+def test_every_error_code_of_the_error_tree_is_a_contract_code_with_a_metric_series() -> None:
+    """The error codes have one home (``ERROR_CODES``): each code the error tree can raise,
+    and each code the relay builds itself, has a result series at zero from the start."""
+
+    def tree(cls: type[RelayError]) -> list[type[RelayError]]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in tree(sub))]
+
+    raised = {cls.code for cls in tree(RelayError)}
+    built = {
+        outcome.error_code
+        for outcome in (
+            outcomes.invalid("x"),
+            outcomes.crashed("KeyError"),
+            outcomes.cancelled_before_submit(),
+            outcomes.timed_out(datetime(2026, 1, 1, tzinfo=UTC), None, 1.0),
+        )
+    }
+    assert raised | built <= set(ERROR_CODES)
+    series = {code for _status, code in RESULT_SERIES}
+    assert set(ERROR_CODES) <= series

@@ -14,12 +14,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.adapters.ledger_codec import decode_entry, encode_entry
 from service.core.ledger import FalRef, LedgerEntry, LedgerView, Source
 from service.core.offsets import Partition
 from service.core.polling import PollSchedule
 from service.messages import VideoRequest
 from service.metrics import RelayMetrics
-from service.ports import SubmitOptions
+from service.ports import FalOutput, FalPhase, FalStatus, SubmitOptions
 from service.relay import Relay, RelayConfig
 from tests.fakes import FakeClock, FakeFal, FakeInbox, FakeLedgerFeed, FakeOutbox
 
@@ -37,6 +38,7 @@ async def running(
     limit: int = 3,
     ledger: list[LedgerEntry] | None = None,
     preloaded: bool = False,
+    clock: FakeClock | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Relay]:
     """A relay over the fakes; ``ledger`` is what a previous process left in the ledger, read
@@ -45,13 +47,15 @@ async def running(
     view = LedgerView(timedelta(days=7))
     for entry in ledger or [] if preloaded else []:
         view.apply(entry.key, entry)
+    clock = clock or FakeClock()
+    inbox.clock = clock
     relay = Relay(
         inbox=inbox,
         outbox=outbox,
         fal=fal,
         ledger=FakeLedgerFeed(view, ledger),
         view=view,
-        clock=FakeClock(),
+        clock=clock,
         metrics=RelayMetrics(),
         config=RelayConfig(max_in_flight=limit, poll=PollSchedule(0.01, 0.05), **cfg),
     )
@@ -379,11 +383,8 @@ async def test_webhook_mode_takes_the_result_from_the_webhook_and_polls_as_a_saf
         await fal.wait_submitted(1)
         relay.webhook_delivered(
             "fal-0",
-            {
-                "request_id": "fal-0",
-                "status": "OK",
-                "payload": {"video": {"url": "https://v/hooked.mp4"}, "seed": 7},
-            },
+            FalStatus(FalPhase.COMPLETED),
+            FalOutput(video={"url": "https://v/hooked.mp4"}, seed=7),
         )
         await outbox.wait_for(results=1)
         inbox.append(0, request("lost-hook", "polls=2"))
@@ -435,3 +436,82 @@ async def test_a_restarted_relay_knows_run_times_from_the_ledger() -> None:
     ) as again:
         await again.wait_started()
         assert again.expected_run_time(finished.shape) == finished.run_s
+
+
+# --- time through the clock: timeouts, deadlines and grace periods on the fake clock ---------
+
+
+async def test_a_job_that_never_ends_fails_at_the_job_timeout_on_the_fake_clock() -> None:
+    """The job timeout counts from the submit; when it passes, the job is cancelled at fal
+    and its one event is a retryable timeout. Only fake time passes."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("forever", "hold"))
+    async with running(inbox, outbox, fal, job_timeout=30):
+        await outbox.wait_for(results=1)
+    (event,) = outbox.results
+    assert event.error is not None
+    assert (event.status, event.error.code, event.error.retryable) == ("failed", "timeout", True)
+    assert "RELAY_JOB_TIMEOUT_S=30s" in event.error.message
+    assert fal.cancelled == ["fal-0"]
+    assert event.timings.submitted_at is not None
+    assert event.timings.completed_at is not None
+    waited = event.timings.completed_at - event.timings.submitted_at
+    assert timedelta(seconds=30) <= waited < timedelta(seconds=32)
+    assert inbox.committed == {0: 1}
+
+
+async def test_a_deadline_that_passes_while_the_job_runs_cancels_it_on_the_fake_clock() -> None:
+    """A request's own deadline is sooner than the job timeout: at the deadline the job is
+    cancelled at fal and fails as a timeout that is not worth retrying."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    deadline = T0 + timedelta(seconds=20)  # the fake clock starts at T0
+    inbox.append(0, request("hurry", "hold", options={"deadline": deadline.isoformat()}))
+    async with running(inbox, outbox, fal, job_timeout=600):
+        await outbox.wait_for(results=1)
+    (event,) = outbox.results
+    assert event.error is not None
+    assert (event.status, event.error.code, event.error.retryable) == ("failed", "timeout", False)
+    assert "deadline" in event.error.message
+    assert fal.cancelled == ["fal-0"]
+    assert event.timings.completed_at is not None
+    assert deadline <= event.timings.completed_at < deadline + timedelta(seconds=2)
+
+
+async def test_a_submit_fal_never_answers_is_waited_for_twice_the_grace_then_let_go() -> None:
+    """On shutdown a job in mid-submit gets the grace, and then the grace again, to finish
+    its submit and ledger write (cancelling it could leave a job at fal that no ledger entry
+    names); after that it is cancelled. Driven by the fake clock: no real waiting."""
+    clock = FakeClock()
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("stuck", "stuck-submit"))
+    async with running(inbox, outbox, fal, clock=clock, shutdown_grace=10) as relay:
+        await fal.wait_submit_started(1)
+        before = clock.elapsed
+        clock.timer_armed.clear()
+        relay.request_stop()
+        for _grace in range(2):
+            async with asyncio.timeout(10):
+                await clock.timer_armed.wait()
+            clock.timer_armed.clear()
+            assert relay.in_flight == 1  # still waiting for the submit
+            clock.advance(10)
+    assert clock.elapsed - before >= 20
+    assert relay.in_flight == 0
+    assert outbox.results == []
+    assert outbox.ledger == []
+    assert inbox.committed == {}
+
+
+async def test_a_submitted_entry_reads_back_equal_to_itself() -> None:
+    """The lost-acknowledgement rule compares the entry written with the one read back, so
+    every time in it is kept as the codec writes it (to the millisecond), the request's
+    deadline included."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    deadline = "2030-01-01T00:00:00.123456Z"
+    inbox.append(0, request("precise", options={"deadline": deadline}))
+    async with running(inbox, outbox, fal):
+        await outbox.wait_for(results=1)
+    written = [e for e in outbox.ledger if e.state == "submitted"]
+    assert [e.key for e in written] == ["precise"]
+    read_back, _writer = decode_entry("precise", encode_entry(written[0], "w"))
+    assert read_back == written[0]

@@ -1,8 +1,9 @@
-"""``lynx-relay demo``: the whole path on one machine, for a newcomer without a FAL_KEY.
+"""``fal-emulator demo``: the whole path on one machine, for a newcomer without a FAL_KEY.
 
-Against a running Kafka, it starts the fal queue emulator and the relay as two processes (the
-same commands an operator runs), publishes the contract's sample request, prints its result
-event, and shuts both down the way a deployment would (SIGTERM).
+Against a running Kafka, it starts the fal queue emulator (``python -m fal_emulator serve``) and
+the relay (``python -m service run``, the same command an operator runs) as two processes,
+publishes the contract's sample request, prints its result event, and shuts both down the way a
+deployment would (SIGTERM). The relay is only ever a process here, never imported.
 """
 
 from __future__ import annotations
@@ -108,11 +109,12 @@ async def _exchange(bootstrap: str, partitions: int, wait_s: float) -> dict[str,
 def run_demo(bootstrap: str, *, timeout: float) -> int:
     partitions = asyncio.run(_ensure_topics(bootstrap))
     emulator_port, relay_port = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "service"]
     emulator = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
         [
-            *cmd,
-            "emulator",
+            sys.executable,
+            "-m",
+            "fal_emulator",
+            "serve",
             "--port",
             str(emulator_port),
             "--run-time",
@@ -131,7 +133,7 @@ def run_demo(bootstrap: str, *, timeout: float) -> int:
         "RELAY_POLL_MAX_INTERVAL_S": "2",
     }
     env.pop("FAL_KEY", None)
-    relay = subprocess.Popen([*cmd, "run"], env=env, stdout=sys.stderr)  # noqa: S603
+    relay = subprocess.Popen([sys.executable, "-m", "service", "run"], env=env, stdout=sys.stderr)
     try:
         _wait_http(emulator_port, time.monotonic() + 20)
         _say(f"fal queue emulator on http://127.0.0.1:{emulator_port}")

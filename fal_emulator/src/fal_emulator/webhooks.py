@@ -40,9 +40,9 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from service.emulator.config import EmulatorConfig, check_drop_rate
-from service.emulator.jobs import Job
-from service.emulator.wire import completed_result_reply
+from fal_emulator.config import EmulatorConfig, check_drop_rate
+from fal_emulator.jobs import Job
+from fal_emulator.wire import completed_result_reply
 
 _log = structlog.get_logger(__name__)
 

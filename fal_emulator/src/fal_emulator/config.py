@@ -4,7 +4,7 @@ This module owns what can be tuned about the simulated fal queue (run and queue 
 failure share, auth key, result retention, seed, served endpoints, injected faults, webhook
 delivery) and how those knobs are spelled on the command line (the fault vocabulary itself lives
 in ``faults``).
-``service.cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
+``cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
 or the environment by itself.
 """
 
@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.emulator.faults import (
+from fal_emulator.faults import (
     DEFAULT_FAULT_KINDS,
     DEFAULT_RETRY_AFTER,
     DEFAULT_SLOW,
@@ -276,7 +276,7 @@ class _CheckedFaults(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``lynx-relay emulator`` options; defaults mirror ``EmulatorConfig``."""
+    """The ``fal-emulator serve`` options; defaults mirror ``EmulatorConfig``."""
     defaults = EmulatorConfig()
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0 picks a free one)")

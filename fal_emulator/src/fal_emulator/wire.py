@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from service.emulator.jobs import (
+from fal_emulator.jobs import (
     OUTPUT_FILE_NAME,
     CancelOutcome,
     Job,

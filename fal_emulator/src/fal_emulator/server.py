@@ -34,14 +34,14 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
-from service.emulator.config import (
+from fal_emulator.config import (
     EmulatorConfig,
     add_arguments,
     check_drop_rate,
     config_from_arguments,
 )
-from service.emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
-from service.emulator.jobs import (
+from fal_emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
+from fal_emulator.jobs import (
     OUTPUT_FILE_NAME,
     PLACEHOLDER_MP4,
     CancelOutcome,
@@ -50,8 +50,8 @@ from service.emulator.jobs import (
     Phase,
     Simulation,
 )
-from service.emulator.webhooks import Delivery, WebhookSender
-from service.emulator.wire import (
+from fal_emulator.webhooks import Delivery, WebhookSender
+from fal_emulator.wire import (
     NOT_FOUND,
     UNAUTHORIZED,
     QueueRoute,

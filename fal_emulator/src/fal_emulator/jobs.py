@@ -42,12 +42,11 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from service.emulator.config import EmulatorConfig
-from service.messages import LynxInput
+from fal_emulator.config import EmulatorConfig
+from fal_emulator.lynx import LynxInput, download_error
 
 # --- the lifecycle table ---------------------------------------------------------------------
 
@@ -124,10 +123,7 @@ PLACEHOLDER_MP4 = (
 )
 OUTPUT_FILE_NAME = "output.mp4"
 
-# fal's documented defaults for the Lynx fields a request may leave out.
-DEFAULT_RESOLUTION = "720p"
-DEFAULT_ASPECT_RATIO = "16:9"
-DEFAULT_FPS = 16
+# A plan's frame count and steps when its input was refused (fal's defaults, as in ``lynx``).
 DEFAULT_NUM_FRAMES = 81
 DEFAULT_STEPS = 50
 
@@ -193,39 +189,27 @@ def video_dimensions(resolution: str, aspect_ratio: str) -> tuple[int, int]:
 def validate_input(body: Mapping[str, Any]) -> tuple[LynxInput | None, list[dict[str, Any]]]:
     """The Lynx app's verdict on a body: the input, or FastAPI-shaped ``detail`` entries.
 
-    Unknown keys are dropped first, as FastAPI ignores them. Validation is lax (``"81"`` is a
-    fine ``num_frames``), as FastAPI's is; our own wire model stays strict for our own messages.
-    An ``image_url`` on an RFC 2606 ``.invalid`` host fails as the app's download would.
+    The schema is fal's own (``lynx.LynxInput``): unknown keys are ignored and validation is lax
+    (``"81"`` is a fine ``num_frames``), as FastAPI's is. An image the app could not download
+    (``lynx.download_error``) fails as its download would.
     """
-    known = {key: value for key, value in body.items() if key in LynxInput.model_fields}
     try:
-        model = LynxInput.model_validate(known, strict=False)
+        model = LynxInput.model_validate(dict(body), strict=False)
     except ValidationError as exc:
         return None, [
             {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
             for error in exc.errors(include_url=False, include_input=False)
         ]
-    host = (
-        (urlsplit(model.image_url).hostname or "") if model.image_url.startswith("https:") else ""
-    )
-    if host == "invalid" or host.endswith(".invalid"):
-        return None, [
-            {
-                "loc": ["body", "image_url"],
-                "msg": f"Failed to download image from {model.image_url}: host {host} not found",
-                "type": "file_download_error",
-            }
-        ]
+    failed = download_error(model.image_url)
+    if failed is not None:
+        return None, [{"loc": ["body", "image_url"], "msg": failed, "type": "file_download_error"}]
     return model, []
 
 
 def lynx_output(model: LynxInput, seed: int) -> dict[str, Any]:
     """The Lynx result without the video URL, which depends on the address it is fetched from."""
-    width, height = video_dimensions(
-        model.resolution or DEFAULT_RESOLUTION, model.aspect_ratio or DEFAULT_ASPECT_RATIO
-    )
-    fps = model.frames_per_second or DEFAULT_FPS
-    num_frames = model.num_frames or DEFAULT_NUM_FRAMES
+    width, height = video_dimensions(model.resolution, model.aspect_ratio)
+    fps = model.frames_per_second
     return {
         "video": {
             "content_type": "video/mp4",
@@ -234,8 +218,8 @@ def lynx_output(model: LynxInput, seed: int) -> dict[str, Any]:
             "width": width,
             "height": height,
             "fps": fps,
-            "duration": num_frames / fps,
-            "num_frames": num_frames,
+            "duration": model.num_frames / fps,
+            "num_frames": model.num_frames,
         },
         "seed": model.seed if model.seed is not None else seed,
     }
@@ -287,7 +271,7 @@ def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random
         wait_draw,
         output=output if outcome is Outcome.SUCCEEDED else None,
         num_frames=video["num_frames"],
-        steps=model.num_inference_steps or DEFAULT_STEPS,
+        steps=model.num_inference_steps,
         frame_size=(video["width"], video["height"]),
         model_status=503 if directives.result_503 and not directives.result_500 else 500,
     )

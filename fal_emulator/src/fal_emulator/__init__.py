@@ -2,20 +2,24 @@
 
 fal cannot be reached from tests or local runs, so this package stands in for
 ``https://queue.fal.run``: submit, status (polled or streamed), result and cancel, with simulated
-queueing, run times, failures, input validation and result retention.
+queueing, run times, failures, input validation and result retention. It is a development tool
+of its own (the ``dev`` dependency group): it imports nothing from the relay's ``service``
+package, and the relay's wheel and image carry none of it.
 
 - ``config``: ``EmulatorConfig`` and its command-line options.
 - ``faults``: injected faults (``Faults``, ``FaultKind``) and their seeded draw.
+- ``lynx``: fal's input schema for Lynx (``LynxInput``), the emulator's own copy.
 - ``jobs``: the pure simulation (plans, lifecycle table, scheduler); takes ``now``, owns no clock.
 - ``wire``: paths, auth and every response body, as pure functions of a job at a time.
 - ``webhooks``: signed webhook delivery (``?fal_webhook=``): body, Ed25519 keys and JWKS, retries.
 - ``server``: ``FalEmulator`` (aiohttp; ``reconfigure`` and ``POST /_emulator/config`` change the
-  key and the faults while it runs) and ``serve`` for ``lynx-relay emulator``.
+  key and the faults while it runs) and ``serve`` for ``fal-emulator serve``.
+- ``cli`` (``fal-emulator serve | demo``, also ``python -m fal_emulator``), ``logs``, ``demo``.
 """
 
-from service.emulator.config import EmulatorConfig, add_arguments, config_from_arguments
-from service.emulator.faults import EndpointFaults, FaultKind, Faults
-from service.emulator.server import FalEmulator, serve
+from fal_emulator.config import EmulatorConfig, add_arguments, config_from_arguments
+from fal_emulator.faults import EndpointFaults, FaultKind, Faults
+from fal_emulator.server import FalEmulator, serve
 
 __all__ = [
     "EmulatorConfig",

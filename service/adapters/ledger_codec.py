@@ -1,0 +1,81 @@
+"""The ledger's record format, the one codec of the ledger topic: the outbox encodes with it,
+the ledger feed decodes with it.
+
+Format: key = the entry's key (a request_id, or ``source:<topic>:<partition>:<offset>`` for a
+rejected message); value = one JSON object (below); a null value is a tombstone. Every value
+names the process that wrote it (``writer``, new at each start), for operators reading the
+topic.
+
+    {"v": 1, "state": "submitted" | "finished" | "rejected", "writer": "...",
+     "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
+     "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
+     "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
+     "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null}
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from service.core.ledger import FalRef, LedgerEntry, Source
+from service.messages import format_timestamp
+
+
+def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
+    fal = entry.fal
+    body: dict[str, Any] = {
+        "v": 1,
+        "state": entry.state,
+        "writer": writer,
+        "source": {
+            "topic": entry.source.topic,
+            "partition": entry.source.partition,
+            "offset": entry.source.offset,
+        },
+        "at": format_timestamp(entry.at),
+        "fal": None
+        if fal is None
+        else {
+            "request_id": fal.request_id,
+            "status_url": fal.status_url,
+            "response_url": fal.response_url,
+            "cancel_url": fal.cancel_url,
+        },
+        "received_at": format_timestamp(entry.received_at) if entry.received_at else None,
+        "metadata": entry.metadata,
+        "deadline": format_timestamp(entry.deadline) if entry.deadline else None,
+        "status": entry.status,
+        "shape": entry.shape,
+        "run_s": entry.run_s,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
+    """The entry and its writer; raises ValueError (or KeyError/TypeError) on a bad record."""
+    body = json.loads(value)
+    src = body["source"]
+    fal = body.get("fal")
+    received = body.get("received_at")
+    entry = LedgerEntry(
+        key=key,
+        state=body["state"],
+        source=Source(str(src["topic"]), int(src["partition"]), int(src["offset"])),
+        at=datetime.fromisoformat(body["at"]),
+        fal=None
+        if fal is None
+        else FalRef(
+            **{k: str(fal[k]) for k in ("request_id", "status_url", "response_url", "cancel_url")}
+        ),
+        received_at=datetime.fromisoformat(received) if received else None,
+        metadata=body.get("metadata"),
+        deadline=datetime.fromisoformat(body["deadline"]) if body.get("deadline") else None,
+        status=body.get("status"),
+        shape=body.get("shape"),
+        run_s=float(body["run_s"]) if isinstance(body.get("run_s"), int | float) else None,
+    )
+    if entry.state not in ("submitted", "finished", "rejected"):
+        raise ValueError(f"unknown ledger state {entry.state!r}")
+    return entry, str(body.get("writer", ""))

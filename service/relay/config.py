@@ -1,0 +1,36 @@
+"""What the relay's units are told: limits, timeouts and the watch mode (from the settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from service.core.polling import PollSchedule
+from service.decoding import DEFAULT_POLICY, InputPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    max_in_flight: int
+    poll: PollSchedule = field(default_factory=PollSchedule)
+    job_timeout: float = 3600.0
+    shutdown_grace: float = 10.0
+    commit_interval: float = 1.0
+    fetch_timeout: float = 0.5
+    idle_poll: float = 1.0
+    write_backoff: tuple[float, float] = (0.2, 5.0)
+    write_stall: float = 10.0
+    ledger_expiry_interval: float = 60.0
+    watch_mode: Literal["poll", "stream", "webhook"] = "poll"
+    webhook_safety_poll: float = 60.0
+    webhook_grace: float = 1.0
+    input_policy: InputPolicy = DEFAULT_POLICY
+    progress: bool = False
+    progress_min_interval: float = 1.0
+    progress_max_logs: int = 50
+
+    @property
+    def max_unfinished(self) -> int:
+        # Finished jobs whose results are not yet acknowledged may add up to one more limit's
+        # worth before intake stops: enough to keep fal busy while Kafka acks, and bounded.
+        return 2 * self.max_in_flight

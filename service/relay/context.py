@@ -1,0 +1,98 @@
+"""The jobs this replica holds: one ``JobContext`` per job, and their lifecycle states.
+
+A job's lifecycle state (and so the slot accounting) is the core's ``JobBook``; everything
+else the relay keeps for a job while it works on it lives in its context, in one object, so
+letting go of a job is one call (``Jobs.release``) that cannot forget a piece.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from service.core.jobs import Job, JobBook, JobEvent
+from service.core.ledger import FalRef, Source
+from service.core.offsets import Partition
+from service.core.progress import ProgressGate
+from service.messages import VideoRequest
+
+
+@dataclass(slots=True)
+class JobContext:
+    request_id: str
+    source: Source
+    log: Any  # the logger bound to request_id (and fal_request_id once known)
+    metadata: dict[str, Any] | None = None
+    deadline: datetime | None = None
+    shape: str | None = None  # what its run time depends on (see RunTimes)
+    resume: FalRef | None = None  # a job found at fal in the ledger: watched, never submitted
+    # The request until fal has it; then dropped: a data URI can be megabytes, and a job at
+    # fal runs for minutes.
+    request: VideoRequest | None = None
+    # Its record's place in its partition, once fetched (only the place: the record's bytes
+    # are not kept for the job's minutes). That offset waits for the job.
+    place: tuple[Partition, int] | None = None
+    cancel_requested: bool = False  # a cancel came while it was being submitted
+    progress: ProgressGate | None = None
+    logs_seen: int = 0  # fal sends all of a job's log lines so far each time
+
+    @property
+    def part(self) -> Partition:
+        return Partition(self.source.topic, self.source.partition)
+
+    def take_request(self) -> VideoRequest:
+        request, self.request = self.request, None
+        assert request is not None, "a request is submitted once"
+        return request
+
+
+class Jobs:
+    """The contexts and the core's book, kept in step."""
+
+    def __init__(self, limit: int) -> None:
+        self._book = JobBook(limit)
+        self._contexts: dict[str, JobContext] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs holding a fal slot."""
+        return self._book.in_flight
+
+    @property
+    def free_slots(self) -> int:
+        return self._book.free_slots
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._contexts
+
+    def context(self, request_id: str) -> JobContext | None:
+        return self._contexts.get(request_id)
+
+    def job(self, request_id: str) -> Job:
+        job = self._book.get(request_id)
+        assert job is not None, f"job {request_id} is not held"
+        return job
+
+    def state_of(self, request_id: str | None) -> Job | None:
+        return self._book.get(request_id) if request_id is not None else None
+
+    def admit(self, context: JobContext, job: Job) -> None:
+        """A new job: only when a slot is free (it is reserved before the submit)."""
+        self._book.admit(job)
+        self._contexts[context.request_id] = context
+
+    def adopt(self, context: JobContext, job: Job) -> None:
+        """A job already at fal: held whatever the limit (it runs and is paid for anyway)."""
+        self._book.adopt(job)
+        self._contexts[context.request_id] = context
+
+    def advance(self, request_id: str, event: JobEvent, now: datetime, **facts: object) -> Job:
+        return self._book.advance(request_id, event, now, **facts)
+
+    def release(self, request_id: str) -> tuple[Partition, int] | None:
+        """Let go of a job; its record's place, if it was fetched (that offset waits on us)."""
+        context = self._contexts.pop(request_id, None)
+        if request_id in self._book:
+            self._book.release(request_id)
+        return context.place if context is not None else None

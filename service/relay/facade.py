@@ -1,0 +1,213 @@
+"""``Relay``: the units of the relay, wired, and the few calls the composition root makes.
+
+It owns nothing but the wiring and the TaskGroup's lifetime: ``run()`` opens the group,
+runs intake until ``request_stop``, then hands everything back and commits, even after an
+error. Rebalance callbacks go to ``Ownership``; verified webhooks to the webhook watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypedDict
+
+from service.core.ledger import LedgerView
+from service.core.offsets import Partition
+from service.core.polling import RunTimes
+from service.logs import get_logger
+from service.metrics import RelayMetrics
+from service.ports import Clock, FalOutput, FalStatus, Inbox, LedgerFeed, Outbox, VideoJobs
+from service.relay.cancels import CancelHandler
+from service.relay.commits import Commits
+from service.relay.config import RelayConfig
+from service.relay.context import Jobs
+from service.relay.intake import Intake
+from service.relay.key_gate import KeyGate
+from service.relay.ownership import Ownership, PartitionStates
+from service.relay.progress import ProgressReporter
+from service.relay.publish import ResultPublisher
+from service.relay.rejects import RejectHandler
+from service.relay.runner import JobRunner
+from service.relay.submit import Submitter
+from service.relay.tools import Tools
+from service.relay.watch.modes import watcher_for
+from service.relay.work import WorkBoard
+from service.relay.writes import DurableWrites
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        inbox: Inbox,
+        outbox: Outbox,
+        fal: VideoJobs,
+        ledger: LedgerFeed,
+        view: LedgerView,
+        clock: Clock,
+        metrics: RelayMetrics,
+        config: RelayConfig,
+    ) -> None:
+        tools = Tools(clock, metrics, get_logger())
+        self._log, self._view = tools.log, view
+        self._wake = wake = asyncio.Event()
+        self._started = asyncio.Event()
+        self._jobs = jobs = Jobs(config.max_in_flight)
+        self._board = board = WorkBoard()
+        self._run_times = RunTimes()
+        parts = PartitionStates()
+        self._commits = commits = Commits(
+            tools, inbox=inbox, interval=config.commit_interval, on_finish=wake.set
+        )
+        self._gate = gate = KeyGate(tools, wake.set)
+        self._writes = writes = DurableWrites(
+            tools,
+            ledger=ledger,
+            view=view,
+            backoff=config.write_backoff,
+            stall=config.write_stall,
+        )
+        watcher, self._deliveries = watcher_for(
+            config.watch_mode,
+            fal=fal,
+            gate=gate,
+            clock=clock,
+            poll=config.poll,
+            safety_poll=config.webhook_safety_poll,
+            webhook_grace=config.webhook_grace,
+        )
+        progress = ProgressReporter(
+            outbox, clock, config.progress_min_interval, config.progress_max_logs
+        )
+        self._runner = runner = JobRunner(
+            tools,
+            fal=fal,
+            jobs=jobs,
+            board=board,
+            gate=gate,
+            submitter=Submitter(tools, fal=fal, gate=gate, outbox=outbox, jobs=jobs, writes=writes),
+            watcher=watcher,
+            publisher=ResultPublisher(
+                tools, commits=commits, outbox=outbox, jobs=jobs, writes=writes
+            ),
+            progress=progress if config.progress else None,
+            run_times=self._run_times,
+            poll=config.poll,
+            job_timeout=config.job_timeout,
+            handing_back=lambda part: part in parts.handing_back,
+            slot_freed=wake.set,
+        )
+        handlers = _Handlers(outbox=outbox, view=view, jobs=jobs, commits=commits, writes=writes)
+        self._intake = Intake(
+            tools,
+            inbox=inbox,
+            ledger=ledger,
+            view=view,
+            jobs=jobs,
+            board=board,
+            commits=commits,
+            runner=runner,
+            cancels=CancelHandler(tools, cancel_at_fal=runner.cancel_quietly, **handlers),
+            rejects=RejectHandler(tools, **handlers),
+            gate=gate,
+            parts=parts,
+            wake=wake,
+            config=config,
+        )
+        self._ownership = Ownership(
+            tools,
+            ledger=ledger,
+            view=view,
+            jobs=jobs,
+            board=board,
+            runner=runner,
+            commits=commits,
+            outbox=outbox,
+            parts=parts,
+            started=self._started,
+            wake=wake.set,
+            grace=config.shutdown_grace,
+        )
+        metrics.max_in_flight.set(config.max_in_flight)
+        metrics.jobs_in_flight.set_function(lambda: jobs.in_flight)
+        for state in ("submitted", "finished", "rejected"):
+            metrics.ledger_entries.labels(state).set_function(_count(view, state))
+
+    @property
+    def running(self) -> bool:
+        return self._board.accepting
+
+    @property
+    def last_loop_at(self) -> float:
+        """When the intake loop last turned (the liveness probe's question)."""
+        return self._intake.last_loop_at
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs holding a fal slot right now."""
+        return self._jobs.in_flight
+
+    @property
+    def fal_key_refused(self) -> bool:
+        return self._gate.refused
+
+    @property
+    def failing_writes(self) -> dict[str, str]:
+        """Kinds of Kafka write failing right now, with the first error seen."""
+        return self._writes.failing
+
+    def expected_run_time(self, shape: str) -> float | None:
+        """What jobs of ``shape`` took so far (learned here or from the ledger)."""
+        return self._run_times.expected(shape)
+
+    async def wait_started(self) -> None:
+        """Until ``run()`` is taking work."""
+        await self._started.wait()
+
+    def request_stop(self) -> None:
+        self._intake.stop()
+
+    async def run(self) -> None:
+        """Work until ``request_stop``; then hand back and commit, even after an error."""
+        # What the ledger remembers of finished jobs' run times: a restart polls warm.
+        for shape, seconds in self._view.run_times():
+            self._run_times.observe(shape, seconds)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._board.open(group)
+                self._started.set()
+                try:
+                    await self._intake.run()
+                finally:
+                    self._board.stop_accepting()
+                    await self._ownership.hand_back(None)
+        finally:
+            await self._commits.commit(None)
+        self._log.info("relay_stopped")
+
+    async def partitions_assigned(self, parts: set[Partition]) -> None:
+        await self._ownership.assigned(parts)
+
+    async def partitions_revoked(self, parts: set[Partition]) -> None:
+        await self._ownership.revoked(parts)
+
+    def webhook_delivered(
+        self, fal_request_id: str, status: FalStatus, output: FalOutput | None
+    ) -> None:
+        """A verified, parsed webhook from fal (webhook mode; ignored otherwise)."""
+        if self._deliveries is not None:
+            self._deliveries.deliver(fal_request_id, (status, output))
+
+
+class _Handlers(TypedDict):
+    """What the handlers of cancels and invalid messages share."""
+
+    outbox: Outbox
+    view: LedgerView
+    jobs: Jobs
+    commits: Commits
+    writes: DurableWrites
+
+
+def _count(view: LedgerView, state: str) -> Callable[[], float]:
+    return lambda: view.counts()[state]
