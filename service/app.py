@@ -166,6 +166,11 @@ class RelayService:
                     progress=s.relay_progress_topic is not None,
                     progress_min_interval=s.relay_progress_min_interval_s,
                     progress_max_logs=s.relay_progress_max_logs,
+                    fal_concurrency=s.relay_fal_concurrency,
+                    tenants=s.tenants,
+                    backlog_max=s.relay_backlog_max_requests,
+                    backlog_body_bytes=s.relay_backlog_body_bytes,
+                    priority_aging=s.relay_priority_aging_s,
                 ),
             )
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.decoding import InputPolicy
 from service.errors import SettingsError
+from service.tenants import Tenants, load_tenants
 
 
 def is_local_url(url: str) -> bool:
@@ -89,6 +91,12 @@ class Settings(BaseSettings):
     )
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     relay_fal_max_connections: int = Field(default=64, ge=1, le=1024)
+    # Sharing the fal account (README "Sharing one fal account").
+    relay_tenants_file: str | None = None
+    relay_fal_concurrency: int | None = Field(default=None, ge=1, le=100_000)
+    relay_backlog_max_requests: int = Field(default=100_000, ge=1, le=10_000_000)
+    relay_backlog_body_bytes: int = Field(default=16 * 1_048_576, ge=0, le=4096 * 1_048_576)
+    relay_priority_aging_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
 
     @field_validator(
         "fal_key",
@@ -104,6 +112,8 @@ class Settings(BaseSettings):
         "relay_webhook_url",
         "relay_progress_topic",
         "relay_image_url_allowed_hosts",
+        "relay_tenants_file",
+        "relay_fal_concurrency",
         mode="before",
     )
     @classmethod
@@ -111,7 +121,9 @@ class Settings(BaseSettings):
         # `FAL_KEY=` in a manifest or an empty Secret means "not set", not "a key of no text".
         return None if value == "" else value
 
-    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @field_validator(
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "relay_tenants_file"
+    )
     @classmethod
     def _cafile_exists(cls, value: str | None) -> str | None:
         if value is not None and not Path(value).is_file():
@@ -153,6 +165,12 @@ class Settings(BaseSettings):
             else frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
         )
 
+    @cached_property
+    def tenants(self) -> Tenants:
+        """The tenants file, read once (``load_settings`` reads it, so a bad file stops the
+        start like any bad setting)."""
+        return load_tenants(self.relay_tenants_file)
+
     @property
     def fal_key_value(self) -> str:
         # The emulator accepts any non-empty key; a placeholder keeps the header well-formed.
@@ -164,9 +182,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     try:
         lowered = {k.lower(): v for k, v in environ.items()}
         fields = {name: lowered[name] for name in Settings.model_fields if name in lowered}
-        return Settings.model_validate(fields)
+        settings = Settings.model_validate(fields)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    settings.tenants  # noqa: B018 - read now: a bad tenants file is a bad setting
+    return settings
 
 
 def _describe(exc: ValidationError) -> str:

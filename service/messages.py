@@ -27,6 +27,8 @@ from service.core.outcomes import Failure, Outcome
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
 METADATA_MAX_BYTES = 16 * 1024
+TENANT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+DEFAULT_TENANT = "default"
 _DATA_URI_RE = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$")
 
 
@@ -112,9 +114,11 @@ class RequestOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    priority: Literal["normal", "low"] | None = Field(
+    priority: Literal["high", "normal", "low"] | None = Field(
         default=None,
-        description="fal queue priority (X-Fal-Queue-Priority); it can only lower it.",
+        description="The relay's priority class (absent: normal): high goes before normal, "
+        "normal before low, inside a tenant's share; a waiting request moves up one class per "
+        "RELAY_PRIORITY_AGING_S. fal is told low as X-Fal-Queue-Priority: low (fal has no high).",
     )
     start_timeout_s: float | None = Field(
         default=None,
@@ -146,11 +150,21 @@ class VideoRequest(BaseModel):
         description="Idempotency key of the request: 1-128 characters of [A-Za-z0-9._:@/-].",
     )
     input: LynxInput
+    tenant: str | None = Field(
+        default=None,
+        pattern=TENANT_PATTERN,
+        description="Who asks (an upstream service): the scheduler shares the fal account "
+        "between tenants by weight (RELAY_TENANTS_FILE). Absent: default.",
+    )
     metadata: dict[str, Any] | None = Field(
         default=None,
         description="Any JSON object of at most 16 KiB, echoed verbatim into the result event.",
     )
     options: RequestOptions | None = None
+
+    @property
+    def tenant_name(self) -> str:
+        return self.tenant or DEFAULT_TENANT
 
     @field_validator("metadata")
     @classmethod

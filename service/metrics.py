@@ -161,6 +161,38 @@ class RelayMetrics:
         self.rebalances = Counter(
             p + "rebalances", "Partition assignment changes seen by this replica.", registry=r
         )
+        # Tenants: label values are the tenants named in RELAY_TENANTS_FILE, default and other.
+        self.tenant_waiting = Gauge(
+            p + "tenant_waiting",
+            "Requests of the tenant waiting in this replica's backlog for a fal slot.",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_running = Gauge(
+            p + "tenant_running",
+            "Jobs of the tenant this replica holds (submitting, at fal, or publishing).",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_starts = Counter(
+            p + "tenant_starts",
+            "Jobs of the tenant started (taken from the backlog to be submitted).",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_wait = Histogram(
+            p + "tenant_wait_seconds",
+            "Seconds a request of the tenant waited in the backlog before it started.",
+            ["tenant"],
+            buckets=(0.01, 0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.fleet_share = Gauge(
+            p + "fleet_share",
+            "Jobs this replica may have at fal: RELAY_MAX_IN_FLIGHT, or its share of "
+            "RELAY_FAL_CONCURRENCY by the partitions it owns.",
+            registry=r,
+        )
         zero_series(self)
 
 

@@ -57,6 +57,13 @@ class Inbox(Protocol):
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         """Commit the next offset to read per partition; raises on failure."""
 
+    async def read(self, part: Partition, offset: int) -> InboundRecord | None:
+        """The record at ``offset`` again (a waiting request whose body was not kept); None
+        when the log no longer has it. Raises when Kafka cannot answer now."""
+
+    def partition_count(self) -> int | None:
+        """How many partitions the requests topic has (None while not known yet)."""
+
 
 class Outbox(Protocol):
     """Everything the relay writes to Kafka. Each method returns once the broker acknowledged

@@ -178,8 +178,12 @@ def submit_headers(options: SubmitOptions | None) -> dict[str, str]:
     if options is None:
         return {}
     headers = {}
-    if options.priority:
+    # fal's queue knows normal and low only: our high is fal's normal (the relay's scheduler
+    # is what puts it first).
+    if options.priority in ("normal", "low"):
         headers["X-Fal-Queue-Priority"] = options.priority
+    elif options.priority == "high":
+        headers["X-Fal-Queue-Priority"] = "normal"
     if options.start_timeout_s is not None:
         headers["X-Fal-Request-Timeout"] = f"{options.start_timeout_s:g}"
     if options.runner_hint:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
@@ -27,6 +28,17 @@ from service.logs import get_logger
 from service.messages import ProgressEvent, ResultEvent
 from service.metrics import RelayMetrics
 from service.ports import AssignmentListener, InboundRecord
+
+
+def _inbound(r: Any) -> InboundRecord:
+    return InboundRecord(
+        topic=r.topic,
+        partition=r.partition,
+        offset=r.offset,
+        key=r.key,
+        value=r.value,
+        headers=tuple((k, None if v is None else bytes(v)) for k, v in r.headers),
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,6 +66,7 @@ class KafkaInbox:
         self._settings = settings
         self._metrics = metrics
         self._consumer: AIOKafkaConsumer | None = None
+        self._reader: AIOKafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}
         self._lag_parts: set[TopicPartition] = set()
 
@@ -98,22 +111,13 @@ class KafkaInbox:
         and close."""
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._reader is not None:
+            await self._reader.stop()
 
     async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
         batches = await self._c.getmany(timeout_ms=int(max_wait * 1000), max_records=max_records)
         await self._export_lag()
-        return [
-            InboundRecord(
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                key=r.key,
-                value=r.value,
-                headers=tuple((k, None if v is None else bytes(v)) for k, v in r.headers),
-            )
-            for records in batches.values()
-            for r in records
-        ]
+        return [_inbound(r) for records in batches.values() for r in records]
 
     def pause_only(self, parts: set[Partition] | None) -> None:
         assigned = self._c.assignment()
@@ -131,6 +135,33 @@ class KafkaInbox:
         tps = {TopicPartition(p.topic, p.partition): offset for p, offset in offsets.items()}
         await self._c.commit(tps)
         self._committed.update(tps)
+
+    async def read(self, part: Partition, offset: int) -> InboundRecord | None:
+        # A consumer of its own, outside the group: seeking the group's consumer would move
+        # its fetch position. Made on first use; most backlogs keep their bodies.
+        reader = self._reader
+        if reader is None:
+            reader = AIOKafkaConsumer(
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                **client_options(self._settings),
+            )
+            await reader.start()
+            self._reader = reader
+        tp = TopicPartition(part.topic, part.partition)
+        if tp not in reader.assignment():
+            reader.assign([*reader.assignment(), tp])
+        reader.seek(tp, offset)
+        batches = await reader.getmany(tp, timeout_ms=5_000, max_records=1)
+        for record in batches.get(tp, []):
+            if record.offset == offset:
+                return _inbound(record)
+            return None  # the log moved past it (compaction or retention): gone
+        raise TimeoutError(f"no record at {part.topic}/{part.partition}@{offset} within 5 s")
+
+    def partition_count(self) -> int | None:
+        parts = self._c.partitions_for_topic(self._topic)
+        return len(parts) if parts else None
 
     async def _export_lag(self) -> None:
         """Records not yet finished and committed, per partition: the high watermark (from the

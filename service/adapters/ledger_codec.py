@@ -10,7 +10,8 @@ topic.
      "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
      "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
      "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
-     "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null}
+     "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null,
+     "tenant": "..." | null}
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
         "status": entry.status,
         "shape": entry.shape,
         "run_s": entry.run_s,
+        "tenant": entry.tenant,
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -75,6 +77,7 @@ def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
         status=body.get("status"),
         shape=body.get("shape"),
         run_s=float(body["run_s"]) if isinstance(body.get("run_s"), int | float) else None,
+        tenant=str(body["tenant"]) if isinstance(body.get("tenant"), str) else None,
     )
     if entry.state not in ("submitted", "finished", "rejected"):
         raise ValueError(f"unknown ledger state {entry.state!r}")

@@ -1,10 +1,10 @@
 """What intake does with a fetched record, and how much it may fetch.
 
-Two bounds on fetching: free fal slots (the in-flight limit), and records held but not yet
-finished (a finished job whose result is still being published holds memory and an
-uncommitted offset, so intake also stops when too many of those pile up, e.g. while the
-results topic cannot be written). At either bound the shell pauses its partitions and keeps
-polling, so the consumer stays in its group.
+Two bounds on fetching: room in the backlog of waiting requests (``service.core.scheduler``),
+and records held but not yet finished (a finished job whose result is still being published
+holds memory and an uncommitted offset, so intake also stops when too many of those pile up,
+e.g. while the results topic cannot be written). At either bound the shell pauses its
+partitions and keeps polling, so the consumer stays in its group.
 
 Each fetched record then gets one ``RecordAction`` from ``decide_record``, given what the
 decoder made of it, what the ledger says of its request_id (``Intake``), and what this
@@ -25,8 +25,10 @@ class IntakePlan:
     pause: bool
 
 
-def plan_intake(free_slots: int, unfinished: int, max_unfinished: int) -> IntakePlan:
-    room = min(free_slots, max_unfinished - unfinished)
+def plan_intake(room: int, unfinished: int, max_unfinished: int) -> IntakePlan:
+    """``room``: requests the backlog still takes; ``unfinished``: records taken and not yet
+    finished (waiting, at fal, or being published)."""
+    room = min(room, max_unfinished - unfinished)
     if room <= 0:
         return IntakePlan(fetch=0, pause=True)
     return IntakePlan(fetch=room, pause=False)
@@ -42,8 +44,8 @@ class RecordAction(enum.Enum):
     REJECT = "reject"  # dead-letter it (and a failed event when its id is free)
     SKIP_REJECTED = "skip_rejected"  # dead-lettered before its offset was committed
     CANCEL = "cancel"  # cancel the request it names, wherever it is
-    START = "start"  # a new job: take a slot and submit
-    NO_SLOT = "no_slot"  # a new job but no free slot: rewind the partition, take it later
+    QUEUE = "queue"  # a new request: into the backlog, to wait for its turn at fal
+    NO_ROOM = "no_room"  # a new request but the backlog is full: rewind, take it later
     ATTACH = "attach"  # the record of a job resumed at assignment: its offset waits for it
     RESUME = "resume"  # at fal but not resumed yet (its entry came late): resume and attach
     SKIP_DUPLICATE = "skip_duplicate"  # another record of this request_id is held or done
@@ -59,7 +61,7 @@ class RecordFacts:
     held: bool = False  # a job of this request_id is held here
     attached: bool = False  # ... and its record's offset already waits for it
     cancelled: bool = False  # a cancel for this request_id came first
-    free_slots: int = 0
+    room: int = 0  # REQUEST: how many more requests the backlog takes
 
 
 def decide_record(f: RecordFacts) -> RecordAction:
@@ -77,6 +79,6 @@ def decide_record(f: RecordFacts) -> RecordAction:
         return RecordAction.SKIP_DONE
     if f.intake is Intake.RESUME:
         return RecordAction.RESUME
-    if f.free_slots <= 0:
-        return RecordAction.NO_SLOT
-    return RecordAction.START
+    if f.room <= 0:
+        return RecordAction.NO_ROOM
+    return RecordAction.QUEUE

@@ -64,6 +64,7 @@ class LedgerEntry:
     status: str | None = None  # the result status, for finished entries
     shape: str | None = None  # finished jobs: what their run time depends on ...
     run_s: float | None = None  # ... and that run time, so a restarted relay polls warm
+    tenant: str | None = None  # submitted entries: whose job it is, for a resumed job
 
     def supersedes(self, held: LedgerEntry) -> bool:
         """Whether this entry replaces ``held`` (same key). For one source record an end

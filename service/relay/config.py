@@ -7,6 +7,7 @@ from typing import Literal
 
 from service.core.polling import PollSchedule
 from service.decoding import DEFAULT_POLICY, InputPolicy
+from service.tenants import Tenants
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +29,15 @@ class RelayConfig:
     progress: bool = False
     progress_min_interval: float = 1.0
     progress_max_logs: int = 50
+    fal_concurrency: int | None = None  # the account's, shared by the group (None: no cap)
+    tenants: Tenants = field(default_factory=Tenants)
+    backlog_max: int = 100_000
+    backlog_body_bytes: int = 16 * 1_048_576
+    priority_aging: float = 300.0
 
     @property
     def max_unfinished(self) -> int:
-        # Finished jobs whose results are not yet acknowledged may add up to one more limit's
-        # worth before intake stops: enough to keep fal busy while Kafka acks, and bounded.
-        return 2 * self.max_in_flight
+        # Waiting requests, plus finished jobs whose results are not yet acknowledged: up to
+        # one more limit's worth before intake stops, enough to keep fal busy while Kafka
+        # acks, and bounded.
+        return self.backlog_max + 2 * self.max_in_flight

@@ -7,6 +7,7 @@ letting go of a job is one call (``Jobs.release``) that cannot forget a piece.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from service.core.jobs import Job, JobBook, JobEvent
 from service.core.ledger import FalRef, Source
 from service.core.offsets import Partition
 from service.core.progress import ProgressGate
-from service.messages import VideoRequest
+from service.messages import DEFAULT_TENANT, VideoRequest
 
 
 @dataclass(slots=True)
@@ -23,6 +24,7 @@ class JobContext:
     request_id: str
     source: Source
     log: Any  # the logger bound to request_id (and fal_request_id once known)
+    tenant: str = DEFAULT_TENANT
     metadata: dict[str, Any] | None = None
     deadline: datetime | None = None
     shape: str | None = None  # what its run time depends on (see RunTimes)
@@ -53,6 +55,21 @@ class Jobs:
     def __init__(self, limit: int) -> None:
         self._book = JobBook(limit)
         self._contexts: dict[str, JobContext] = {}
+        self._by_tenant: Counter[str] = Counter()
+
+    @property
+    def limit(self) -> int:
+        return self._book.limit
+
+    def set_limit(self, limit: int) -> None:
+        """A new limit (the fleet share moved); jobs above it keep running, none starts."""
+        self._book.limit = max(0, limit)
+
+    def held_by(self, tenant: str) -> int:
+        return self._by_tenant[tenant]
+
+    def by_tenant(self) -> dict[str, int]:
+        return dict(self._by_tenant)
 
     @property
     def in_flight(self) -> int:
@@ -80,12 +97,16 @@ class Jobs:
     def admit(self, context: JobContext, job: Job) -> None:
         """A new job: only when a slot is free (it is reserved before the submit)."""
         self._book.admit(job)
-        self._contexts[context.request_id] = context
+        self._hold(context)
 
     def adopt(self, context: JobContext, job: Job) -> None:
         """A job already at fal: held whatever the limit (it runs and is paid for anyway)."""
         self._book.adopt(job)
+        self._hold(context)
+
+    def _hold(self, context: JobContext) -> None:
         self._contexts[context.request_id] = context
+        self._by_tenant[context.tenant] += 1
 
     def advance(self, request_id: str, event: JobEvent, now: datetime, **facts: object) -> Job:
         return self._book.advance(request_id, event, now, **facts)
@@ -95,4 +116,9 @@ class Jobs:
         context = self._contexts.pop(request_id, None)
         if request_id in self._book:
             self._book.release(request_id)
-        return context.place if context is not None else None
+        if context is None:
+            return None
+        self._by_tenant[context.tenant] -= 1
+        if not self._by_tenant[context.tenant]:
+            del self._by_tenant[context.tenant]
+        return context.place

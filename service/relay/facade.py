@@ -17,6 +17,7 @@ from service.core.polling import RunTimes
 from service.logs import get_logger
 from service.metrics import RelayMetrics
 from service.ports import Clock, FalOutput, FalStatus, Inbox, LedgerFeed, Outbox, VideoJobs
+from service.relay.backlog import Backlog
 from service.relay.cancels import CancelHandler
 from service.relay.commits import Commits
 from service.relay.config import RelayConfig
@@ -26,6 +27,7 @@ from service.relay.key_gate import KeyGate
 from service.relay.ownership import Ownership, PartitionStates
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
+from service.relay.records import RecordHandler
 from service.relay.rejects import RejectHandler
 from service.relay.runner import JobRunner
 from service.relay.submit import Submitter
@@ -53,6 +55,8 @@ class Relay:
         self._wake = wake = asyncio.Event()
         self._started = asyncio.Event()
         self._jobs = jobs = Jobs(config.max_in_flight)
+        if config.fal_concurrency is not None:
+            jobs.set_limit(0)  # a share of the account comes with the first partitions
         self._board = board = WorkBoard()
         self._run_times = RunTimes()
         parts = PartitionStates()
@@ -96,12 +100,20 @@ class Relay:
             job_timeout=config.job_timeout,
             handing_back=lambda part: part in parts.handing_back,
             slot_freed=wake.set,
+            tenant_label=config.tenants.label,
         )
-        handlers = _Handlers(outbox=outbox, view=view, jobs=jobs, commits=commits, writes=writes)
-        self._intake = Intake(
+        self._backlog = backlog = Backlog(
             tools,
             inbox=inbox,
-            ledger=ledger,
+            jobs=jobs,
+            tenants=config.tenants,
+            max_requests=config.backlog_max,
+            body_bytes=config.backlog_body_bytes,
+            aging=config.priority_aging,
+        )
+        handlers = _Handlers(outbox=outbox, view=view, jobs=jobs, commits=commits, writes=writes)
+        records = RecordHandler(
+            tools,
             view=view,
             jobs=jobs,
             board=board,
@@ -109,6 +121,17 @@ class Relay:
             runner=runner,
             cancels=CancelHandler(tools, cancel_at_fal=runner.cancel_quietly, **handlers),
             rejects=RejectHandler(tools, **handlers),
+            backlog=backlog,
+            policy=config.input_policy,
+        )
+        self._intake = Intake(
+            tools,
+            inbox=inbox,
+            ledger=ledger,
+            jobs=jobs,
+            commits=commits,
+            records=records,
+            backlog=backlog,
             gate=gate,
             parts=parts,
             wake=wake,
@@ -121,8 +144,12 @@ class Relay:
             jobs=jobs,
             board=board,
             runner=runner,
+            backlog=backlog,
             commits=commits,
             outbox=outbox,
+            partition_count=inbox.partition_count,
+            max_in_flight=config.max_in_flight,
+            fal_concurrency=config.fal_concurrency,
             parts=parts,
             started=self._started,
             wake=wake.set,
@@ -141,6 +168,11 @@ class Relay:
     def last_loop_at(self) -> float:
         """When the intake loop last turned (the liveness probe's question)."""
         return self._intake.last_loop_at
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the backlog, waiting for a slot."""
+        return len(self._backlog)
 
     @property
     def in_flight(self) -> int:

@@ -1,41 +1,28 @@
-"""Intake: fetch records, decide what each one is, start the work, and keep the consumer in
-its group however busy the relay is.
+"""Intake: fetch records ahead into the backlog, let the backlog start what may start, and
+keep the consumer in its group however busy the relay is.
 
-The intake never blocks on a slot: at the limit (``plan_intake``) or while fal refuses the
-key it pauses every partition and keeps polling; a record fetched past the limit (from a
+The intake never blocks: with the backlog full (``plan_intake``) or while fal refuses the key
+it pauses every partition and keeps polling; a record fetched past the bound (from a
 partition assigned while paused) is rewound and taken later. Partitions whose ledger is
-still being caught up stay paused. Each record gets one ``RecordAction`` from the core's
-``decide_record``; this module only carries it out.
+still being caught up stay paused. What each record is and what it needs is the
+``RecordHandler``'s (``records.py``); who goes next to fal is the ``Backlog``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
-from service.core.intake import RecordAction, RecordFacts, RecordKind, decide_record, plan_intake
-from service.core.ledger import LedgerView, Source
+from service.core.intake import plan_intake
 from service.core.offsets import Partition
-from service.decoding import Rejection, decode_request
-from service.messages import CancelRequest
 from service.ports import InboundRecord, Inbox, LedgerFeed
-from service.relay.cancels import CancelHandler
+from service.relay.backlog import Backlog
 from service.relay.commits import Commits
 from service.relay.config import RelayConfig
 from service.relay.context import Jobs
 from service.relay.key_gate import KeyGate
 from service.relay.ownership import PartitionStates
-from service.relay.rejects import RejectHandler
-from service.relay.runner import JobRunner
+from service.relay.records import RecordHandler
 from service.relay.tools import Tools
-from service.relay.work import WorkBoard
-
-_SKIPS = {
-    RecordAction.SKIP_REJECTED: "redelivery_skipped",
-    RecordAction.SKIP_DONE: "redelivery_skipped",
-    RecordAction.SKIP_DUPLICATE: "duplicate_request_skipped",
-    RecordAction.SKIP_CANCELLED: "cancelled_request_skipped",
-}
 
 
 class Intake:
@@ -45,13 +32,10 @@ class Intake:
         *,
         inbox: Inbox,
         ledger: LedgerFeed,
-        view: LedgerView,
         jobs: Jobs,
-        board: WorkBoard,
         commits: Commits,
-        runner: JobRunner,
-        cancels: CancelHandler,
-        rejects: RejectHandler,
+        records: RecordHandler,
+        backlog: Backlog,
         gate: KeyGate,
         parts: PartitionStates,
         wake: asyncio.Event,
@@ -59,20 +43,17 @@ class Intake:
     ) -> None:
         self._inbox = inbox
         self._ledger = ledger
-        self._view = view
         self._jobs = jobs
-        self._board = board
         self._commits = commits
-        self._runner = runner
-        self._cancels = cancels
-        self._rejects = rejects
+        self._records = records
+        self._backlog = backlog
         self._gate = gate
         self._parts = parts
         self._wake = wake
         self._clock = tools.clock
         self._metrics = tools.metrics
-        self._config = config
         self._log = tools.log
+        self._config = config
         self._stopping = False
         self._paused = False
         self._last_expiry_at = tools.clock.monotonic()
@@ -87,30 +68,41 @@ class Intake:
         while not self._stopping:
             self.last_loop_at = self._clock.monotonic()
             self._wake.clear()
-            plan = plan_intake(self._jobs.free_slots, self._commits.unfinished, cfg.max_unfinished)
+            plan = plan_intake(self._backlog.room, self._commits.unfinished, cfg.max_unfinished)
             if plan.pause or self._gate.refused:
                 # Re-applied every turn: partitions assigned since the last turn start unpaused.
                 self._inbox.pause_only(None)
                 self._set_paused(True)
-                try:
-                    async with self._clock.timeout(cfg.idle_poll):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+                await self._idle(cfg.idle_poll)
                 # Keep polling while saturated, or the group drops us after max_poll_interval.
                 records = await self._inbox.fetch(max_records=1, max_wait=0)
             else:
                 self._inbox.pause_only(set(self._parts.catching_up))
                 self._set_paused(False)
+                # With requests waiting, a freed slot must not wait for the fetch's timeout.
+                waiting = len(self._backlog) > 0
                 records = await self._inbox.fetch(
-                    max_records=plan.fetch, max_wait=cfg.fetch_timeout
+                    max_records=plan.fetch, max_wait=0 if waiting else cfg.fetch_timeout
                 )
+                if waiting and not records:
+                    await self._idle(cfg.fetch_timeout)
             self._take(records)
+            if not self._gate.refused:
+                await self._backlog.dispatch(self._records.turn_came)
+            self._backlog.observe()
             await self._commits.maybe_commit()
             now = self._clock.monotonic()
             if now - self._last_expiry_at >= cfg.ledger_expiry_interval:
                 self._last_expiry_at = now
                 self._ledger.expire(self._clock.now())
+
+    async def _idle(self, seconds: float) -> None:
+        """Until something happens (a slot frees, a record finishes, a stop) or ``seconds``."""
+        try:
+            async with self._clock.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
 
     def _set_paused(self, paused: bool) -> None:
         if paused != self._paused:
@@ -131,63 +123,8 @@ class Intake:
                 continue
             # Not before the ledger shows what the previous owner did with this partition,
             # and not past the limit (a partition assigned while paused): take it later.
-            if part in self._parts.catching_up or not self._take_one(record, now):
+            if part in self._parts.catching_up or not self._records.fetched(record, now):
                 self._inbox.rewind(record)
                 blocked.add(part)
                 continue
             self._metrics.requests_consumed.inc()
-
-    def _take_one(self, record: InboundRecord, now: datetime) -> bool:
-        """Start (or skip) the work of one record; False when it needs a slot there is not."""
-        part, offset = record.part, record.offset
-        source = Source(record.topic, record.partition, offset)
-        decoded = decode_request(record.value, self._config.input_policy)
-        if isinstance(decoded, Rejection):
-            facts = RecordFacts(RecordKind.INVALID, self._view.rejected_before(source))
-        elif isinstance(decoded, CancelRequest):
-            facts = RecordFacts(RecordKind.CANCEL)
-        else:
-            ctx = self._jobs.context(decoded.request_id)
-            facts = RecordFacts(
-                RecordKind.REQUEST,
-                intake=self._view.decide(decoded.request_id, source, now),
-                held=ctx is not None,
-                attached=ctx is not None and ctx.place is not None,
-                cancelled=self._cancels.pending(decoded.request_id),
-                free_slots=self._jobs.free_slots,
-            )
-        action = decide_record(facts)
-        if action is RecordAction.NO_SLOT:
-            return False
-        self._commits.track(part, offset)
-        if action in _SKIPS:
-            if action is RecordAction.SKIP_DUPLICATE:
-                self._metrics.duplicates.inc()
-            elif action is not RecordAction.SKIP_CANCELLED:
-                self._metrics.redeliveries_skipped.inc()
-            self._log.info(
-                _SKIPS[action],
-                request_id=decoded.request_id,
-                partition=record.partition,
-                offset=offset,
-            )
-            self._commits.finish(part, offset)
-        elif isinstance(decoded, Rejection):
-            self._board.spawn(part, offset, None, self._rejects.reject(record, source, decoded))
-        elif isinstance(decoded, CancelRequest):
-            # Noted at once: a request behind it in this very batch must not start.
-            self._cancels.note(decoded.request_id)
-            self._board.spawn(part, offset, None, self._cancels.cancel(record, source, decoded))
-        elif action is RecordAction.ATTACH:
-            # The record of a job resumed at assignment: its offset now waits for the job.
-            ctx = self._jobs.context(decoded.request_id)
-            assert ctx is not None
-            ctx.place = (part, offset)
-        elif action is RecordAction.RESUME:
-            # At fal, but not resumed at assignment (its entry arrived late): resume now.
-            entry = self._view.get(decoded.request_id)
-            assert entry is not None
-            self._runner.resume(entry, fetched=True)
-        else:
-            self._runner.start(decoded, source, now)
-        return True

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.core.backoff import Backoff
+from service.core.fleet import slot_limit
 from service.core.handback import HandBack, hand_back
 from service.core.ledger import LedgerView
 from service.core.offsets import Partition
 from service.ports import LedgerFeed, Outbox
+from service.relay.backlog import Backlog
 from service.relay.commits import Commits
 from service.relay.context import Jobs
 from service.relay.runner import JobRunner
@@ -34,9 +36,10 @@ from service.relay.work import WorkBoard
 
 @dataclass(slots=True)
 class PartitionStates:
-    """Partitions that are ours but not to be taken from: being caught up with the ledger,
-    or being handed back."""
+    """The partitions that are ours, and those not to be taken from: being caught up with
+    the ledger, or being handed back."""
 
+    owned: set[Partition] = field(default_factory=set)
     catching_up: set[Partition] = field(default_factory=set)
     handing_back: set[Partition] = field(default_factory=set)
 
@@ -55,8 +58,12 @@ class Ownership:
         jobs: Jobs,
         board: WorkBoard,
         runner: JobRunner,
+        backlog: Backlog,
         commits: Commits,
         outbox: Outbox,
+        partition_count: Callable[[], int | None],
+        max_in_flight: int,
+        fal_concurrency: int | None,
         parts: PartitionStates,
         started: asyncio.Event,
         wake: Callable[[], None],
@@ -67,6 +74,10 @@ class Ownership:
         self._jobs = jobs
         self._board = board
         self._runner = runner
+        self._backlog = backlog
+        self._partition_count = partition_count
+        self._max_in_flight = max_in_flight
+        self._cap = fal_concurrency
         self._commits = commits
         self._outbox = outbox
         self._parts = parts
@@ -77,8 +88,17 @@ class Ownership:
         self._grace = grace
         self._log = tools.log
 
+    def share(self) -> None:
+        """This replica's limit from the partitions it owns (see ``core.fleet``)."""
+        owned = len(self._parts.owned)
+        limit = slot_limit(self._max_in_flight, self._cap, owned, self._partition_count() or owned)
+        self._jobs.set_limit(limit)
+        self._metrics.fleet_share.set(limit)
+
     async def assigned(self, parts: set[Partition]) -> None:
         self._parts.catching_up |= parts  # before any await: fetches may follow at once
+        self._parts.owned |= parts
+        self.share()
         self._metrics.rebalances.inc()
         self._log.info("partitions_assigned", partitions=_names(parts))
         await self._started.wait()  # the group may assign before the relay opened its tasks
@@ -109,16 +129,20 @@ class Ownership:
 
     async def revoked(self, parts: set[Partition]) -> None:
         self._parts.catching_up -= parts
+        self._parts.owned -= parts
+        self._backlog.drop(parts)  # their next owner reads them again: nothing was committed
         self._metrics.rebalances.inc()
         self._log.info("partitions_revoked", partitions=_names(parts))
         await self.hand_back(parts)
         await self._commits.commit(parts)
         self._commits.drop(parts)
+        self.share()
 
     async def hand_back(self, parts: set[Partition] | None) -> None:
         """Let go of work in ``parts`` (all when None), leaving fal jobs running."""
         if parts is None:
             self._board.cancel_background()
+            self._backlog.drop(None)
         works = self._board.of(parts)
         self._parts.handing_back |= {w.part for w in works} if parts is None else parts
         try:

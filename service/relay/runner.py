@@ -27,7 +27,7 @@ from service.core.outcomes import Outcome
 from service.core.polling import PollSchedule, RunTimes
 from service.errors import FalError, FalUnavailable
 from service.logs import get_logger
-from service.messages import VideoRequest
+from service.messages import DEFAULT_TENANT, VideoRequest
 from service.ports import FalOutput, FalPhase, FalStatus, VideoJobs
 from service.relay.context import JobContext, Jobs
 from service.relay.key_gate import KeyGate
@@ -68,6 +68,7 @@ class JobRunner:
         job_timeout: float,
         handing_back: Callable[[Partition], bool],
         slot_freed: Callable[[], None],
+        tenant_label: Callable[[str], str],
     ) -> None:
         self._fal = fal
         self._jobs = jobs
@@ -84,18 +85,27 @@ class JobRunner:
         self._job_timeout = job_timeout
         self._handing_back = handing_back
         self._slot_freed = slot_freed
+        self._tenant_label = tenant_label
         self._log = get_logger()
 
     # --- starting -------------------------------------------------------------------------
 
-    def start(self, request: VideoRequest, source: Source, now: datetime) -> None:
-        """A new job for a fetched record (its offset is tracked); a slot must be free."""
+    def start(
+        self, request: VideoRequest, source: Source, now: datetime, waited: float = 0.0
+    ) -> None:
+        """A new job for a fetched record (its offset is tracked); a slot must be free.
+        ``waited``: seconds it waited in the backlog."""
         rid = request.request_id
         options = request.options
+        tenant = request.tenant_name
+        label = self._tenant_label(tenant)
+        self._metrics.tenant_starts.labels(label).inc()
+        self._metrics.tenant_wait.labels(label).observe(waited)
         ctx = JobContext(
             rid,
             source,
             log=self._log.bind(request_id=rid),
+            tenant=tenant,
             metadata=request.metadata,
             deadline=options.deadline if options else None,
             shape=request.input.shape,
@@ -116,6 +126,7 @@ class JobRunner:
             log=self._log.bind(request_id=entry.key),
             metadata=entry.metadata,
             deadline=entry.deadline,
+            tenant=entry.tenant or DEFAULT_TENANT,
             resume=entry.fal,
             place=(Partition(source.topic, source.partition), source.offset) if fetched else None,
         )

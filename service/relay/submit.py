@@ -56,6 +56,7 @@ class Submitter:
             fal=ref,
             received_at=ledger_time(job.received_at),
             metadata=ctx.metadata,
+            tenant=ctx.tenant,
             # Every time to the millisecond, as written: the entry must compare equal to itself
             # read back, or a write whose acknowledgement was lost would be written again.
             deadline=ledger_time(ctx.deadline) if ctx.deadline else None,

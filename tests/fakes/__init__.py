@@ -99,6 +99,7 @@ class FakeInbox:
         self.committed: dict[int, int] = {}
         self.commit_violations: list[str] = []
         self.fetches = 0
+        self.reads = 0  # records read again (bodies the backlog did not keep)
         self.rewinds = 0
         self.rewound = asyncio.Event()
         self.drained = asyncio.Event()  # every record was handed out (and not rewound)
@@ -144,6 +145,15 @@ class FakeInbox:
         self.rewound.set()
         self.drained.clear()
         self.cursor[record.partition] = record.offset
+
+    async def read(self, part: Partition, offset: int) -> InboundRecord | None:
+        self.reads += 1
+        await asyncio.sleep(0)
+        log = self.logs.get(part.partition, [])
+        return log[offset] if offset < len(log) else None
+
+    def partition_count(self) -> int | None:
+        return len(self.logs)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         for part, offset in offsets.items():

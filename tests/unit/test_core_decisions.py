@@ -84,9 +84,7 @@ DECIDE_RECORD_ROWS = [
         id="invalid-rejected-before->SKIP_REJECTED",
     ),
     pytest.param(
-        RecordFacts(
-            RecordKind.INVALID, intake=Intake.RESUME, held=True, cancelled=True, free_slots=5
-        ),
+        RecordFacts(RecordKind.INVALID, intake=Intake.RESUME, held=True, cancelled=True, room=5),
         RecordAction.REJECT,
         id="invalid-ignores-request-facts->REJECT",
     ),
@@ -110,9 +108,9 @@ DECIDE_RECORD_ROWS = [
         id="held-resume-not-attached->ATTACH",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.RESUME, held=True, cancelled=True, free_slots=0),
+        RecordFacts(REQ, intake=Intake.RESUME, held=True, cancelled=True, room=0),
         RecordAction.ATTACH,
-        id="held-resume-not-attached-cancelled-no-slot->ATTACH",
+        id="held-resume-not-attached-cancelled-no-room->ATTACH",
     ),
     pytest.param(
         RecordFacts(REQ, intake=Intake.RESUME, held=True, attached=True),
@@ -120,12 +118,12 @@ DECIDE_RECORD_ROWS = [
         id="held-resume-attached->SKIP_DUPLICATE",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, held=True, free_slots=3),
+        RecordFacts(REQ, intake=Intake.NEW, held=True, room=3),
         RecordAction.SKIP_DUPLICATE,
         id="held-new->SKIP_DUPLICATE",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, held=True, cancelled=True, free_slots=3),
+        RecordFacts(REQ, intake=Intake.NEW, held=True, cancelled=True, room=3),
         RecordAction.SKIP_DUPLICATE,
         id="held-new-cancelled->SKIP_DUPLICATE",
     ),
@@ -139,9 +137,9 @@ DECIDE_RECORD_ROWS = [
         RecordAction.SKIP_DUPLICATE,
         id="held-duplicate->SKIP_DUPLICATE",
     ),
-    # Not held: the ledger's word, then cancels (NEW only), then slots (NEW only).
+    # Not held: the ledger's word, then cancels (NEW only), then backlog room (NEW only).
     pytest.param(
-        RecordFacts(REQ, intake=Intake.DUPLICATE, free_slots=3),
+        RecordFacts(REQ, intake=Intake.DUPLICATE, room=3),
         RecordAction.SKIP_DUPLICATE,
         id="duplicate->SKIP_DUPLICATE",
     ),
@@ -151,14 +149,14 @@ DECIDE_RECORD_ROWS = [
         id="duplicate-cancelled->SKIP_DUPLICATE",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, cancelled=True, free_slots=3),
+        RecordFacts(REQ, intake=Intake.NEW, cancelled=True, room=3),
         RecordAction.SKIP_CANCELLED,
         id="new-cancelled->SKIP_CANCELLED",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, cancelled=True, free_slots=0),
+        RecordFacts(REQ, intake=Intake.NEW, cancelled=True, room=0),
         RecordAction.SKIP_CANCELLED,
-        id="new-cancelled-no-slot->SKIP_CANCELLED",
+        id="new-cancelled-no-room->SKIP_CANCELLED",
     ),
     pytest.param(
         RecordFacts(REQ, intake=Intake.DONE, cancelled=True),
@@ -171,24 +169,24 @@ DECIDE_RECORD_ROWS = [
         id="resume-cancelled->RESUME",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.DONE, free_slots=3),
+        RecordFacts(REQ, intake=Intake.DONE, room=3),
         RecordAction.SKIP_DONE,
         id="done->SKIP_DONE",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.DONE, free_slots=0),
+        RecordFacts(REQ, intake=Intake.DONE, room=0),
         RecordAction.SKIP_DONE,
-        id="done-no-slot->SKIP_DONE",
+        id="done-no-room->SKIP_DONE",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.RESUME, free_slots=3),
+        RecordFacts(REQ, intake=Intake.RESUME, room=3),
         RecordAction.RESUME,
         id="resume->RESUME",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.RESUME, free_slots=0),
+        RecordFacts(REQ, intake=Intake.RESUME, room=0),
         RecordAction.RESUME,
-        id="resume-no-slot->RESUME",
+        id="resume-no-room->RESUME",
     ),
     pytest.param(
         RecordFacts(REQ, intake=Intake.RESUME, attached=True),
@@ -196,19 +194,19 @@ DECIDE_RECORD_ROWS = [
         id="resume-attached-but-not-held->RESUME",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, free_slots=0),
-        RecordAction.NO_SLOT,
-        id="new-zero-slots->NO_SLOT",
+        RecordFacts(REQ, intake=Intake.NEW, room=0),
+        RecordAction.NO_ROOM,
+        id="new-no-room->NO_ROOM",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, free_slots=-2),
-        RecordAction.NO_SLOT,
-        id="new-negative-slots->NO_SLOT",
+        RecordFacts(REQ, intake=Intake.NEW, room=-2),
+        RecordAction.NO_ROOM,
+        id="new-negative-room->NO_ROOM",
     ),
     pytest.param(
-        RecordFacts(REQ, intake=Intake.NEW, free_slots=1),
-        RecordAction.START,
-        id="new-one-slot->START",
+        RecordFacts(REQ, intake=Intake.NEW, room=1),
+        RecordAction.QUEUE,
+        id="new-room-for-one->QUEUE",
     ),
 ]
 
@@ -217,7 +215,7 @@ DECIDE_RECORD_ROWS = [
 def test_decide_record(facts: RecordFacts, action: RecordAction) -> None:
     """Each fetched record gets one action; the rules apply in order: invalid, cancel, held
     (ATTACH for a resumed job's own unattached record, else SKIP_DUPLICATE), ledger duplicate,
-    a prior cancel (NEW only), a finished redelivery, a job at fal, and slots (NEW only)."""
+    a prior cancel (NEW only), a finished redelivery, a job at fal, and backlog room (NEW only)."""
     assert decide_record(facts) is action
 
 
@@ -231,22 +229,20 @@ def test_decide_record_table_reaches_every_action() -> None:
 
 
 @pytest.mark.parametrize(
-    ("free_slots", "unfinished", "max_unfinished", "plan"),
+    ("room", "unfinished", "max_unfinished", "plan"),
     [
-        pytest.param(5, 0, 16, IntakePlan(5, False), id="slots-bound"),
+        pytest.param(5, 0, 16, IntakePlan(5, False), id="room-bound"),
         pytest.param(5, 14, 16, IntakePlan(2, False), id="unfinished-bound"),
         pytest.param(1, 15, 16, IntakePlan(1, False), id="one-left-on-both"),
-        pytest.param(0, 3, 16, IntakePlan(0, True), id="no-slots->pause"),
+        pytest.param(0, 3, 16, IntakePlan(0, True), id="no-room->pause"),
         pytest.param(-2, 0, 16, IntakePlan(0, True), id="over-limit-after-adopt->pause"),
         pytest.param(8, 16, 16, IntakePlan(0, True), id="unfinished-at-max->pause"),
         pytest.param(8, 20, 16, IntakePlan(0, True), id="unfinished-past-max->pause"),
     ],
 )
-def test_plan_intake(
-    free_slots: int, unfinished: int, max_unfinished: int, plan: IntakePlan
-) -> None:
+def test_plan_intake(room: int, unfinished: int, max_unfinished: int, plan: IntakePlan) -> None:
     """Intake fetches what fits under both bounds, and pauses (fetching nothing) at either."""
-    assert plan_intake(free_slots, unfinished, max_unfinished) == plan
+    assert plan_intake(room, unfinished, max_unfinished) == plan
 
 
 # --- hand-back --------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from service.core.polling import PollSchedule, RunTimes
 
 
 def test_intake_takes_what_fits_under_both_bounds() -> None:
-    assert plan_intake(free_slots=5, unfinished=0, max_unfinished=16) == IntakePlan(5, False)
-    assert plan_intake(free_slots=5, unfinished=14, max_unfinished=16) == IntakePlan(2, False)
+    assert plan_intake(room=5, unfinished=0, max_unfinished=16) == IntakePlan(5, False)
+    assert plan_intake(room=5, unfinished=14, max_unfinished=16) == IntakePlan(2, False)
 
 
 def test_intake_pauses_at_either_bound() -> None:
-    assert plan_intake(free_slots=0, unfinished=3, max_unfinished=16).pause
-    assert plan_intake(free_slots=8, unfinished=16, max_unfinished=16).pause
+    assert plan_intake(room=0, unfinished=3, max_unfinished=16).pause
+    assert plan_intake(room=8, unfinished=16, max_unfinished=16).pause
 
 
 def test_poll_interval_grows_with_elapsed_time_within_bounds() -> None:

@@ -91,18 +91,20 @@ async def test_never_more_jobs_at_fal_than_the_limit_across_many_partitions() ->
     assert len(fal.submitted) == 60
 
 
-async def test_a_record_fetched_past_the_limit_is_rewound_not_started() -> None:
-    """A partition assigned while intake is paused delivers a record the relay has no slot
-    for: it is rewound, not started."""
+async def test_a_record_fetched_past_the_bound_is_rewound_not_taken() -> None:
+    """With the slot taken and the backlog full, intake pauses; a partition assigned while
+    paused still delivers a record: it is rewound, not queued or started."""
     inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
     inbox.append(0, request("first", "hold"))
-    async with running(inbox, outbox, fal, limit=1):
+    inbox.append(0, request("second"))
+    async with running(inbox, outbox, fal, limit=1, backlog_max=1) as relay:
         await fal.wait_submitted(1)
         inbox.append(1, request("late"))
         inbox.assign_on_next_fetch = 1
         async with asyncio.timeout(10):
             await inbox.rewound.wait()
         assert len(fal.submitted) == 1
+        assert relay.waiting == 1  # "second" waits for the slot
     assert fal.peak_in_flight == 1
     assert inbox.committed == {}
 

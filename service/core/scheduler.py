@@ -1,0 +1,225 @@
+"""Who goes next to fal: a backlog of waiting requests and the choice among them.
+
+Theory of operation. Intake reads ahead into a local backlog; when a fal slot frees, the
+relay asks ``Scheduler.pick`` for the next request. The backlog holds an index entry per
+request (``Waiting``: its place, request_id, tenant, priority, cost, arrival), not the
+request itself: its body is kept only while the bodies kept stay within a byte budget, and
+is read again from Kafka when it is dispatched otherwise. So a replica can hold a deep
+backlog (100,000 requests in a few tens of MiB) while the bodies may be up to 1 MiB each.
+
+The choice, in order:
+
+1. **Strict priority classes** ``high`` > ``normal`` > ``low``: the highest class with a
+   request that may start goes first.
+2. **Aging**, so that a lower class never starves: a request that has waited ``aging``
+   seconds per class it stands below the class being served is *overdue*, and overdue
+   requests go first, oldest first. A ``low`` request under sustained ``normal`` load thus
+   starts within ``aging`` seconds of the moment a slot frees after that.
+3. **Weighted deficit round robin over tenants** inside the class, by *cost*, not by count
+   (a job's expected video-seconds times a resolution factor, see ``job_cost``): counting
+   jobs would favour tenants with big ones. Each tenant's quantum is its weight times
+   ``quantum`` (default 1: one second of 720p video, a fifth of a default job, so turns
+   interleave finely); a tenant whose next request costs more than its deficit waits for
+   more rounds, which are added all at once (the rounds in which nobody could start), so a
+   decision costs O(tenants), never O(backlog). Over a stretch of starts each tenant's
+   cost is off its share by at most about one job's cost plus its quantum.
+
+A tenant at its concurrency limit (``may_start`` says no) is passed over and gains nothing
+while it is, as in DRR a flow with nothing to send. Commits stay contiguous: a waiting
+record holds its partition's commit, and the ledger makes a redelivery after a crash safe.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from service.core.offsets import Partition
+
+
+class Priority(enum.IntEnum):
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+    @classmethod
+    def named(cls, name: str | None) -> Priority:
+        return cls[name.upper()] if name else cls.NORMAL
+
+
+@dataclass(slots=True)
+class Waiting:
+    """One request in the backlog: its index, and its body only while the budget allows."""
+
+    place: Partition
+    offset: int
+    request_id: str
+    tenant: str
+    priority: Priority
+    cost: float
+    since: float  # monotonic seconds when it was read
+    size: int  # bytes of its body
+    body: bytes | None = None  # None: read it again from Kafka when it is dispatched
+
+
+# Output pixels relative to 720p (1280x720), the resolutions fal's Lynx renders.
+RESOLUTION_FACTOR = {"480p": 854 * 480 / (1280 * 720), "580p": 1032 * 580 / (1280 * 720)}
+
+
+def job_cost(
+    num_frames: int | None, frames_per_second: int | None, resolution: str | None
+) -> float:
+    """What a job costs fal (and so the account): seconds of video times a resolution factor.
+    fal's defaults (81 frames, 16 fps, 720p) when the request leaves them out."""
+    seconds = (num_frames or 81) / (frames_per_second or 16)
+    return seconds * RESOLUTION_FACTOR.get(resolution or "720p", 1.0)
+
+
+DEFAULT_COST = job_cost(None, None, None)
+
+
+class _Lane:
+    """One priority class: a FIFO per tenant and the round robin over them."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, deque[Waiting]] = {}
+        self.order: deque[str] = deque()  # tenants with requests, in round-robin order
+        self.deficit: dict[str, float] = {}
+
+    def add(self, item: Waiting) -> None:
+        queue = self.queues.get(item.tenant)
+        if queue is None:
+            queue = self.queues[item.tenant] = deque()
+            self.order.append(item.tenant)
+            self.deficit[item.tenant] = 0.0
+        queue.append(item)
+
+    def take_head(self, tenant: str) -> Waiting:
+        queue = self.queues[tenant]
+        item = queue.popleft()
+        if not queue:  # an idle tenant keeps no credit (DRR)
+            del self.queues[tenant], self.deficit[tenant]
+            self.order.remove(tenant)
+        return item
+
+    def oldest(self, eligible: Callable[[str], bool]) -> Waiting | None:
+        heads = [q[0] for t, q in self.queues.items() if eligible(t)]
+        return min(heads, key=lambda w: w.since) if heads else None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        weights: Mapping[str, float] | None = None,
+        *,
+        default_weight: float = 1.0,
+        aging: float = 300.0,
+        quantum: float = 1.0,
+    ) -> None:
+        if aging <= 0 or quantum <= 0:
+            raise ValueError("aging and quantum must be positive")
+        self._weights = dict(weights or {})
+        self._default_weight = default_weight
+        self._aging = aging
+        self._quantum = quantum
+        self._lanes = tuple(_Lane() for _ in Priority)
+        self._count = 0
+        self.body_bytes = 0  # bytes of the bodies kept
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, item: Waiting) -> None:
+        self._lanes[item.priority].add(item)
+        self._count += 1
+        if item.body is not None:
+            self.body_bytes += len(item.body)
+
+    def pick(self, now: float, may_start: Callable[[str], bool]) -> Waiting | None:
+        """The request to start now, taken out of the backlog; None if none may start."""
+        served = next(
+            (p for p in Priority if any(may_start(t) for t in self._lanes[p].order)), None
+        )
+        if served is None:
+            return None
+        overdue = self._overdue(served, now, may_start)
+        if overdue is not None:
+            return self._taken(self._lanes[overdue.priority], overdue.tenant)
+        return self._round_robin(self._lanes[served], may_start)
+
+    def _overdue(
+        self, served: Priority, now: float, may_start: Callable[[str], bool]
+    ) -> Waiting | None:
+        """The oldest request of a lower class that has waited its class distance in aging."""
+        best: Waiting | None = None
+        for lower in Priority:
+            if lower <= served:
+                continue
+            oldest = self._lanes[lower].oldest(may_start)
+            if oldest is None or now - oldest.since < self._aging * (lower - served):
+                continue
+            if best is None or oldest.since < best.since:
+                best = oldest
+        return best
+
+    def _round_robin(self, lane: _Lane, may_start: Callable[[str], bool]) -> Waiting:
+        eligible = [t for t in lane.order if may_start(t)]
+        # Rounds in which no eligible tenant could afford its next request, added at once.
+        rounds = min(
+            max(0, math.ceil((lane.queues[t][0].cost - lane.deficit[t]) / self._quantum_of(t)))
+            for t in eligible
+        )
+        if rounds:
+            for tenant in eligible:
+                lane.deficit[tenant] += rounds * self._quantum_of(tenant)
+        for _ in range(len(lane.order)):
+            tenant = lane.order[0]
+            if may_start(tenant) and lane.deficit[tenant] >= lane.queues[tenant][0].cost:
+                return self._taken(lane, tenant)
+            # Its turn is over: the next tenant's comes, as the pointer of DRR moves on.
+            lane.order.rotate(-1)
+        raise AssertionError("unreachable: some eligible tenant can afford its next request")
+
+    def _taken(self, lane: _Lane, tenant: str) -> Waiting:
+        head = lane.queues[tenant][0]
+        lane.deficit[tenant] = max(0.0, lane.deficit[tenant] - head.cost)
+        item = lane.take_head(tenant)
+        self._count -= 1
+        if item.body is not None:
+            self.body_bytes -= len(item.body)
+        return item
+
+    def _quantum_of(self, tenant: str) -> float:
+        return self._weights.get(tenant, self._default_weight) * self._quantum
+
+    def drop(self, places: Iterable[Partition]) -> list[Waiting]:
+        """Take out every request of ``places`` (partitions no longer ours)."""
+        gone = set(places)
+        dropped: list[Waiting] = []
+        for lane in self._lanes:
+            for tenant in list(lane.order):
+                queue = lane.queues[tenant]
+                keep = deque(w for w in queue if w.place not in gone)
+                dropped.extend(w for w in queue if w.place in gone)
+                lane.queues[tenant] = keep
+                if not keep:
+                    del lane.queues[tenant], lane.deficit[tenant]
+                    lane.order.remove(tenant)
+        self._count -= len(dropped)
+        self.body_bytes -= sum(len(w.body) for w in dropped if w.body is not None)
+        return dropped
+
+    def waiting_by_tenant(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for lane in self._lanes:
+            for tenant, queue in lane.queues.items():
+                counts[tenant] = counts.get(tenant, 0) + len(queue)
+        return counts
+
+    def __iter__(self) -> Iterator[Waiting]:
+        for lane in self._lanes:
+            for queue in lane.queues.values():
+                yield from queue
