@@ -370,6 +370,21 @@ class Collector:
                             self.not_succeeded += 1
             self._changed.set()
 
+    async def wait_for_keys(self, keys: Sequence[str], within: float, what: str) -> None:
+        """Until every one of ``keys`` has been read."""
+        try:
+            async with asyncio.timeout(within):
+                while not all(key in self.received for key in keys):
+                    if self._task is not None and self._task.done():
+                        self._task.result()
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            missing = sum(key not in self.received for key in keys)
+            raise RuntimeError(
+                f"{what}: {missing} of {len(keys)} missing after {within:.0f} s"
+            ) from None
+
     async def wait_for(self, count: int, within: float, what: str) -> None:
         try:
             async with asyncio.timeout(within):

@@ -509,6 +509,86 @@ def cost() -> Row:
     )
 
 
+def tenants() -> Row:
+    """The fal account shared by tenants (README "Sharing one fal account"). Tenant labels
+    are the tenants file's names, default and other, so the legends stay few."""
+    waits = [
+        Target(
+            f"histogram_quantile({q}, sum by (tenant, le) "
+            f"({rate('lynx_relay_tenant_wait_seconds_bucket')}))",
+            f"{{{{tenant}}}} p{round(q * 100)}",
+        )
+        for q in (0.5, 0.95)
+    ]
+    return Row(
+        "Tenants",
+        [
+            Panel(
+                "Waiting per tenant",
+                "Requests in the replicas' backlogs waiting for a fal slot, by tenant. A "
+                "tenant that keeps waiting while nothing of it starts is starved (see "
+                "LynxRelayTenantStarved).",
+                [
+                    Target(
+                        f"sum by (tenant) (lynx_relay_tenant_waiting{sel()})",
+                        "{{tenant}}",
+                    )
+                ],
+                stacked=True,
+            ),
+            Panel(
+                "Running per tenant",
+                "Jobs the replicas hold by tenant (submitting, at fal, or publishing). A "
+                "tenant's max_concurrent applies per replica.",
+                [
+                    Target(
+                        f"sum by (tenant) (lynx_relay_tenant_running{sel()})",
+                        "{{tenant}}",
+                    )
+                ],
+                stacked=True,
+            ),
+            Panel(
+                "Starts per tenant / s",
+                "Jobs taken from the backlog to be submitted, by tenant. Over time the shares "
+                "follow the tenants' weights by cost (video seconds times pixels), not by "
+                "count.",
+                [
+                    Target(
+                        f"sum by (tenant) ({rate('lynx_relay_tenant_starts_total')})",
+                        "{{tenant}}",
+                    )
+                ],
+                unit="ops",
+                stacked=True,
+            ),
+            Panel(
+                "Backlog wait per tenant",
+                "Time a request waited in the backlog before it started, p50 and p95 by tenant, "
+                "over all replicas. Priority aging (RELAY_PRIORITY_AGING_S) bounds it for "
+                "lower classes while slots keep freeing.",
+                waits,
+                unit="s",
+                width=12,
+            ),
+            Panel(
+                "Fleet share vs the account's cap",
+                "Jobs the replicas may have at fal, summed (each replica's share of "
+                "RELAY_FAL_CONCURRENCY by the partitions it owns, or RELAY_MAX_IN_FLIGHT "
+                "without a cap), against the jobs they have and the cap (0: no cap). With a "
+                "cap the sum stays within the cap plus one per replica beyond the first.",
+                [
+                    Target(f"sum(lynx_relay_fleet_share{sel()})", "fleet share"),
+                    Target(f"sum(lynx_relay_jobs_in_flight{sel()})", "in flight"),
+                    Target(f"max(lynx_relay_fal_concurrency{sel()})", "cap"),
+                ],
+                width=12,
+                overrides=[color("byName", "fleet share", RED, custom_lineStyle=DASHED)],
+            ),
+        ],
+    )
+
+
 def process() -> Row:
     return Row(
         "Process",
@@ -544,7 +624,7 @@ def process() -> Row:
 
 
 def rows() -> list[Row]:
-    return [overview(), traffic(), jobs(), kafka(), fal(), cost(), process()]
+    return [overview(), traffic(), jobs(), tenants(), kafka(), fal(), cost(), process()]
 
 
 # --------------------------------------------------------------------------------- JSON

@@ -187,6 +187,11 @@ class RelayMetrics:
             buckets=(0.01, 0.1, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
             registry=r,
         )
+        self.fal_concurrency = Gauge(
+            p + "fal_concurrency",
+            "RELAY_FAL_CONCURRENCY: the fal account's concurrency shared by the group (0: no cap).",
+            registry=r,
+        )
         self.fleet_share = Gauge(
             p + "fleet_share",
             "Jobs this replica may have at fal: RELAY_MAX_IN_FLIGHT, or its share of "

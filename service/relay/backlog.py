@@ -44,6 +44,11 @@ class Backlog:
         self._scheduler = Scheduler(
             tenants.weights(), default_weight=tenants.default.weight, aging=aging
         )
+        # Every tenant's series from the start, at zero (rate() sees a tenant's first start).
+        for label in tenants.labels():
+            self._metrics.tenant_starts.labels(label)
+            self._metrics.tenant_wait.labels(label)
+        self.observe()
 
     def __len__(self) -> int:
         return len(self._scheduler)

@@ -156,6 +156,7 @@ class Relay:
             grace=config.shutdown_grace,
         )
         metrics.max_in_flight.set(config.max_in_flight)
+        metrics.fal_concurrency.set(config.fal_concurrency or 0)
         metrics.jobs_in_flight.set_function(lambda: jobs.in_flight)
         for state in ("submitted", "finished", "rejected"):
             metrics.ledger_entries.labels(state).set_function(_count(view, state))

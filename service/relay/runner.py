@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.core import outcomes
@@ -112,7 +112,8 @@ class JobRunner:
             request=request,
             place=(Partition(source.topic, source.partition), source.offset),
         )
-        self._jobs.admit(ctx, Job(rid, received_at=now))
+        # Received when it was read, before it waited in the backlog.
+        self._jobs.admit(ctx, Job(rid, received_at=now - timedelta(seconds=waited)))
         self._board.spawn(ctx.part, source.offset, rid, self._run(ctx))
 
     def resume(self, entry: LedgerEntry, *, fetched: bool = False) -> None:

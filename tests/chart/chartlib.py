@@ -214,6 +214,15 @@ def leaf_paths(values: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield path
 
 
+# The tenants file of the "everything" scenario: the README's example, both top-level keys.
+EVERYTHING_TENANTS: Values = {
+    "default": {"weight": 1},
+    "tenants": {
+        "checkout": {"weight": 3, "max_concurrent": 4, "priorities": ["high", "normal", "low"]},
+        "batch": {"weight": 0.5, "priorities": ["normal", "low"]},
+    },
+}
+
 # Value sets the render tests go through; each is validated for every Kubernetes version.
 SCENARIOS: dict[str, Values] = {
     "default": {},
@@ -324,6 +333,11 @@ SCENARIOS: dict[str, Values] = {
                 "progressTopic": "lynx.progress",
                 "imageUrlAllowedHosts": "cdn.example.com",
                 "webhookUrl": "https://relay.example.com/fal/webhook",
+                "falConcurrency": 6,
+                "backlogMaxRequests": 50000,
+                "backlogBodyBytes": 33554432,
+                "priorityAgingSeconds": 120.5,
+                "tenants": EVERYTHING_TENANTS,
             },
         },
         "webhookIngress": {

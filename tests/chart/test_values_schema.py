@@ -49,6 +49,31 @@ SCHEMA_REFUSES: dict[str, tuple[dict[str, Any], str]] = {
         {"config": {"kafka": {"tls": {"caFile": "ca.pem"}}}},
         "/config/kafka/tls/caFile",
     ),
+    # The tenants file: what the relay would refuse at start (service/tenants.py).
+    "misspelt tenant policy key": (
+        {"config": {"relay": {"tenants": {"tenants": {"checkout": {"wieght": 3}}}}}},
+        "'wieght' not allowed",
+    ),
+    "tenant name outside the pattern": (
+        {"config": {"relay": {"tenants": {"tenants": {"check out": {"weight": 3}}}}}},
+        "'check out' does not match pattern",
+    ),
+    "unknown priority class": (
+        {"config": {"relay": {"tenants": {"default": {"priorities": ["urgent"]}}}}},
+        "/config/relay/tenants/default/priorities/0",
+    ),
+    "tenant weight of zero": (
+        {"config": {"relay": {"tenants": {"tenants": {"checkout": {"weight": 0}}}}}},
+        "/config/relay/tenants/tenants/checkout/weight",
+    ),
+    "tenants file with an unknown top-level key": (
+        {"config": {"relay": {"tenants": {"tenant": {"checkout": {"weight": 3}}}}}},
+        "'tenant' not allowed",
+    ),
+    "negative fal concurrency": (
+        {"config": {"relay": {"falConcurrency": -1}}},
+        "/config/relay/falConcurrency",
+    ),
 }
 
 

@@ -8,6 +8,8 @@
 - terminationGracePeriodSeconds covers RELAY_SHUTDOWN_GRACE_S.
 - Every setting in the README's tables can be set through values, and the environment the
   chart builds is one the relay's own settings loader accepts.
+- config.relay.tenants becomes the tenants file (a ConfigMap mounted read-only, named by
+  RELAY_TENANTS_FILE) that the relay's own loader accepts; changing it rolls the pods.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import helm_python as helm
 import pytest
 
 from service.config import Settings, load_settings
+from service.tenants import Tenants, load_tenants
 from tests.chart import chartlib
 from tests.chart.chartlib import (
     FULLNAME,
@@ -297,8 +300,10 @@ def test_ca_bundle_from_a_config_map() -> None:
 
 def test_every_option_environment_is_accepted_by_the_relay(tmp_path: Path) -> None:
     """With nearly every option set, numbers keep a form the relay parses (6048000 is not
-    rendered as 6.048e+06) and the optional settings appear."""
-    env = container_environment(render(SCENARIOS["everything"]), external=_EXTERNAL)
+    rendered as 6.048e+06) and the optional settings appear, the tenants file among them (its
+    rendered text stands in for the mounted file)."""
+    objects = render(SCENARIOS["everything"])
+    env = container_environment(objects, external=_EXTERNAL)
     assert env["RELAY_DEDUPE_RETENTION_S"] == "6048000"
     assert env["RELAY_JOBS_TOPIC_REPLICATION"] == "3"
     assert env["RELAY_SESSION_TIMEOUT_S"] == "45"
@@ -310,15 +315,92 @@ def test_every_option_environment_is_accepted_by_the_relay(tmp_path: Path) -> No
         "/etc/kafka-client/tls.crt",
         "/etc/kafka-client/tls.key",
     )
+    assert env["RELAY_FAL_CONCURRENCY"] == "6"
+    assert env["RELAY_BACKLOG_BODY_BYTES"] == "33554432"
+    assert env["RELAY_TENANTS_FILE"] == TENANTS_FILE
     files = {
         "KAFKA_SSL_CAFILE": str(ca),
         "KAFKA_SSL_CERTFILE": str(ca),
         "KAFKA_SSL_KEYFILE": str(ca),
+        "RELAY_TENANTS_FILE": _tenants_file_in(tmp_path, objects),
     }
     settings = load_settings({**env, **files})
     assert settings.relay_session_timeout_s == 45
     assert settings.relay_price_per_video_second == pytest.approx(0.65)
     assert settings.fal_endpoint == "bytedance/lynx"
+    assert settings.relay_fal_concurrency == 6
+    assert settings.relay_backlog_max_requests == 50000
+    assert settings.relay_priority_aging_s == pytest.approx(120.5)
+    assert settings.tenants.policy("checkout").weight == 3
+
+
+TENANTS_FILE = "/etc/lynx-relay/tenants/tenants.yaml"
+
+
+def _tenants_file_in(folder: Path, objects: list[chartlib.Manifest]) -> str:
+    """The tenants.yaml of the ConfigMap the pod mounts, written under ``folder``: a stand-in
+    for the mounted file."""
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "tenants"]
+    text = find(objects, "ConfigMap", volume["configMap"]["name"])["data"]["tenants.yaml"]
+    path = folder / "tenants.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_the_tenants_file_is_rendered_mounted_and_accepted_by_the_relay(tmp_path: Path) -> None:
+    """config.relay.tenants becomes tenants.yaml in a ConfigMap of its own, mounted read-only
+    where RELAY_TENANTS_FILE points, with the same structure the relay reads: its own loader
+    (service.tenants.load_tenants) accepts the rendered file and sees the same policies."""
+    tenants = chartlib.EVERYTHING_TENANTS
+    objects = render({"config": {"relay": {"tenants": tenants, "falConcurrency": 4}}})
+    config_map = find(objects, "ConfigMap", f"{FULLNAME}-tenants")
+    assert set(config_map["data"]) == {"tenants.yaml"}
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "tenants"]
+    assert volume["configMap"]["name"] == f"{FULLNAME}-tenants"
+    (mount,) = [m for m in relay_container(objects)["volumeMounts"] if m["name"] == "tenants"]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount would pin the file's first version
+    env = container_environment(objects)
+    assert env["RELAY_TENANTS_FILE"] == f"{mount['mountPath']}/tenants.yaml" == TENANTS_FILE
+    assert env["RELAY_FAL_CONCURRENCY"] == "4"
+
+    loaded = load_tenants(_tenants_file_in(tmp_path, objects))
+    assert loaded == Tenants.model_validate(tenants)
+    assert loaded.policy("checkout").max_concurrent == 4
+    assert loaded.policy("batch").weight == 0.5
+    assert loaded.policy("someone-else") == loaded.default
+    assert loaded.labels() == ["batch", "checkout", "default", "other"]
+
+
+def test_without_tenants_there_is_no_file_and_no_cap() -> None:
+    """By default no tenants ConfigMap, volume or RELAY_TENANTS_FILE (every tenant alike),
+    and RELAY_FAL_CONCURRENCY is unset (falConcurrency 0): each replica runs maxInFlight. The
+    backlog and aging settings carry the relay's defaults."""
+    assert chartlib.of_kind(DEFAULT, "ConfigMap", f"{FULLNAME}-tenants") == []
+    pod = deployment(DEFAULT)["spec"]["template"]["spec"]
+    assert "tenants" not in {v["name"] for v in pod["volumes"]}
+    env = container_environment(DEFAULT)
+    assert not {"RELAY_TENANTS_FILE", "RELAY_FAL_CONCURRENCY"} & set(env)
+    assert env["RELAY_BACKLOG_MAX_REQUESTS"] == "100000"
+    assert env["RELAY_BACKLOG_BODY_BYTES"] == "16777216"
+    assert env["RELAY_PRIORITY_AGING_S"] == "300"
+    annotations = deployment(DEFAULT)["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/tenants" not in annotations
+
+
+def test_a_tenants_change_rolls_the_pods() -> None:
+    """The relay reads the tenants file once, at start: a change of a tenant's policy changes
+    the pod template (checksum/tenants) so the pods are replaced."""
+
+    def checksum(weight: float) -> str:
+        values = {"config": {"relay": {"tenants": {"tenants": {"checkout": {"weight": weight}}}}}}
+        annotations = deployment(render(values))["spec"]["template"]["metadata"]["annotations"]
+        value: str = annotations["checksum/tenants"]
+        return value
+
+    assert checksum(3) != checksum(4)
 
 
 def test_sasl_settings_are_left_out_without_sasl() -> None:

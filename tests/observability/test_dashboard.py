@@ -79,7 +79,8 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
     """The panels cover requests, results, in-flight vs limit, fal queue wait and run time
     quantiles, end-to-end latency, dead letters, lag per partition, commits and failures,
     rebalances, fal HTTP calls, video seconds and cost, duplicates and resumes, the ledger
-    write window, and process CPU and memory."""
+    write window, process CPU and memory, and per tenant (issue 12) what waits, runs and
+    starts, the backlog wait p50/p95, and the replicas' fleet shares."""
     queries = panel_queries(dashboard())
     used = set().union(*(metric_names(q.expr) for q in queries))
     wanted = {
@@ -103,6 +104,11 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "lynx_relay_ledger_write_seconds_bucket",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
+        "lynx_relay_tenant_waiting",
+        "lynx_relay_tenant_running",
+        "lynx_relay_tenant_starts_total",
+        "lynx_relay_tenant_wait_seconds_bucket",
+        "lynx_relay_fleet_share",
     }
     assert wanted - used == set()
     text = " ".join(q.expr for q in queries)
@@ -112,6 +118,11 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
                 f"histogram_quantile({quantile}, sum by (le) (rate(lynx_relay_{metric}_bucket"
                 in text
             )
+    for quantile in ("0.5", "0.95"):
+        assert (
+            f"histogram_quantile({quantile}, sum by (tenant, le) "
+            "(rate(lynx_relay_tenant_wait_seconds_bucket" in text
+        )
     # cost per hour and per day: video seconds per second times the price
     assert re.search(r"video_seconds_total.*\* 3600 \* max\(lynx_relay_price", text)
     assert re.search(r"video_seconds_total.*\* 86400 \* max\(lynx_relay_price", text)

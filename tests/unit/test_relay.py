@@ -517,3 +517,76 @@ async def test_a_submitted_entry_reads_back_equal_to_itself() -> None:
     assert [e.key for e in written] == ["precise"]
     read_back, _writer = decode_entry("precise", encode_entry(written[0], "w"))
     assert read_back == written[0]
+
+
+# --- the backlog and the scheduler -----------------------------------------------------------
+
+
+def tenants_of(outbox: FakeOutbox, fal: FakeFal) -> list[str]:
+    """The tenants of the submitted jobs, in submit order (prompts name their request)."""
+    return [str(a["prompt"]).split("-")[0] for a in fal.submitted]
+
+
+async def test_a_tenant_behind_anothers_backlog_is_served_in_turn() -> None:
+    """One slot; A's 12 requests, then B's 3, all in one partition: once the backlog holds
+    both, starts alternate, and B's 3 start before A's last 6."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    for i in range(12):
+        inbox.append(0, request(f"a-{i}", f"a-{i} polls=2", tenant="a"))
+    for i in range(3):
+        inbox.append(0, request(f"b-{i}", f"b-{i} polls=2", tenant="b"))
+    async with running(inbox, outbox, fal, limit=1):
+        await outbox.wait_for(results=15)
+    order = tenants_of(outbox, fal)
+    # All were read at once and then waited: received when read, not when started.
+    received = sorted(e.timings.received_at for e in outbox.results)
+    submitted = sorted(e.timings.submitted_at for e in outbox.results if e.timings.submitted_at)
+    assert received[-1] - received[0] < (submitted[-1] - submitted[0]) / 10
+    assert order.count("b") == 3
+    assert order.index("b") <= 2
+    assert max(i for i, t in enumerate(order) if t == "b") < 15 - 6
+    assert inbox.committed == {0: 15}
+
+
+async def test_bodies_beyond_the_budget_are_read_again_at_their_turn() -> None:
+    """With no byte budget every waiting request keeps only its index; each is read again
+    from Kafka when its turn comes, and all of them succeed."""
+    inbox, outbox, fal = FakeInbox(partitions=2), FakeOutbox(), FakeFal()
+    for i in range(8):
+        inbox.append(i % 2, request(f"r-{i}", f"r-{i} polls=2"))
+    async with running(inbox, outbox, fal, limit=2, backlog_body_bytes=0):
+        await outbox.wait_for(results=8)
+    assert sorted(e.request_id for e in outbox.results) == sorted(f"r-{i}" for i in range(8))
+    assert {e.status for e in outbox.results} == {"succeeded"}
+    assert inbox.reads >= 4  # the ones that waited (the first two started at once)
+    assert inbox.committed == {0: 4, 1: 4}
+
+
+async def test_a_duplicate_waiting_in_the_backlog_starts_no_second_job() -> None:
+    """Two records of one request_id wait together; when the second's turn comes the first
+    is held (or done): it is skipped, with one event in all."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("busy", "busy polls=3"))
+    inbox.append(0, request("twin", "twin polls=3"))
+    inbox.append(0, request("twin", "twin polls=3"))
+    async with running(inbox, outbox, fal, limit=1):
+        await outbox.wait_for(results=2)
+        await inbox.drained.wait()
+    assert sorted(e.request_id for e in outbox.results) == ["busy", "twin"]
+    assert len(fal.submitted) == 2
+    assert inbox.committed == {0: 3}
+
+
+async def test_the_fleet_cap_gives_a_replica_its_share_by_partitions() -> None:
+    """RELAY_FAL_CONCURRENCY=4 over a topic of 3 partitions: owning one, a replica runs
+    ceil(4/3) = 2 jobs at once; owning all three, 4."""
+    inbox, outbox, fal = FakeInbox(partitions=3), FakeOutbox(), FakeFal()
+    for i in range(12):
+        inbox.append(0, request(f"r-{i}", f"r-{i} polls=4"))
+    async with running(inbox, outbox, fal, limit=10, fal_concurrency=4) as relay:
+        await relay.partitions_assigned({Partition(inbox.topic, 0)})
+        await fal.wait_submitted(2)
+        assert relay.in_flight <= 2
+        await relay.partitions_assigned({Partition(inbox.topic, 1), Partition(inbox.topic, 2)})
+        await outbox.wait_for(results=12)
+    assert fal.peak_in_flight == 4

@@ -123,6 +123,21 @@ Renders nothing (not even an empty line) when both are empty.
 {{- end }}
 {{- end }}
 
+{{/* The ConfigMap of the tenants file (config.relay.tenants). */}}
+{{- define "lynx-relay.tenantsConfigMap" -}}
+{{- printf "%s-tenants" (include "lynx-relay.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Where the tenants ConfigMap is mounted (a directory: no subPath, so nothing is pinned). */}}
+{{- define "lynx-relay.tenantsDir" -}}
+/etc/lynx-relay/tenants
+{{- end }}
+
+{{/* RELAY_TENANTS_FILE: the mounted file. */}}
+{{- define "lynx-relay.tenantsFile" -}}
+{{- printf "%s/tenants.yaml" (include "lynx-relay.tenantsDir" .) }}
+{{- end }}
+
 {{/* "true" when an autoscaler (HPA or KEDA) owns the replica count. */}}
 {{- define "lynx-relay.autoscaled" -}}
 {{- if or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}true{{ end }}
