@@ -32,6 +32,7 @@ record holds its partition's commit, and the ledger makes a redelivery after a c
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,19 +62,21 @@ class Waiting:
     priority: Priority
     cost: float
     since: float  # monotonic seconds when it was read
-    size: int  # bytes of its body
     body: bytes | None = None  # None: read it again from Kafka when it is dispatched
+    taken: bool = False  # picked or dropped (it may still stand in its lane's arrivals)
 
 
 # Output pixels relative to 720p (1280x720), the resolutions fal's Lynx renders.
 RESOLUTION_FACTOR = {"480p": 854 * 480 / (1280 * 720), "580p": 1032 * 580 / (1280 * 720)}
 
 
+@functools.cache
 def job_cost(
     num_frames: int | None, frames_per_second: int | None, resolution: str | None
 ) -> float:
     """What a job costs fal (and so the account): seconds of video times a resolution factor.
-    fal's defaults (81 frames, 16 fps, 720p) when the request leaves them out."""
+    fal's defaults (81 frames, 16 fps, 720p) when the request leaves them out. (Cached: a
+    backlog of jobs of few shapes shares a few float objects.)"""
     seconds = (num_frames or 81) / (frames_per_second or 16)
     return seconds * RESOLUTION_FACTOR.get(resolution or "720p", 1.0)
 
@@ -82,12 +85,14 @@ DEFAULT_COST = job_cost(None, None, None)
 
 
 class _Lane:
-    """One priority class: a FIFO per tenant and the round robin over them."""
+    """One priority class: a FIFO per tenant, the round robin over them, and every request
+    in arrival order (for aging: the oldest is found at the front, past the taken ones)."""
 
     def __init__(self) -> None:
         self.queues: dict[str, deque[Waiting]] = {}
         self.order: deque[str] = deque()  # tenants with requests, in round-robin order
         self.deficit: dict[str, float] = {}
+        self.arrivals: deque[Waiting] = deque()
 
     def add(self, item: Waiting) -> None:
         queue = self.queues.get(item.tenant)
@@ -96,17 +101,27 @@ class _Lane:
             self.order.append(item.tenant)
             self.deficit[item.tenant] = 0.0
         queue.append(item)
+        self.arrivals.append(item)
 
     def take_head(self, tenant: str) -> Waiting:
         queue = self.queues[tenant]
         item = queue.popleft()
+        item.taken = True
         if not queue:  # an idle tenant keeps no credit (DRR)
             del self.queues[tenant], self.deficit[tenant]
             self.order.remove(tenant)
         return item
 
-    def oldest(self, eligible: Callable[[str], bool]) -> Waiting | None:
-        heads = [q[0] for t, q in self.queues.items() if eligible(t)]
+    def oldest(self, may_start: Callable[[str], bool] | None) -> Waiting | None:
+        arrivals = self.arrivals
+        while arrivals and arrivals[0].taken:
+            arrivals.popleft()
+        if not arrivals:
+            return None
+        first = arrivals[0]
+        if may_start is None or may_start(first.tenant):
+            return first
+        heads = [q[0] for t, q in self.queues.items() if may_start(t)]
         return min(heads, key=lambda w: w.since) if heads else None
 
 
@@ -125,7 +140,9 @@ class Scheduler:
         self._default_weight = default_weight
         self._aging = aging
         self._quantum = quantum
-        self._lanes = tuple(_Lane() for _ in Priority)
+        self._quanta: dict[str, float] = {}
+        self._classes = tuple(Priority)
+        self._lanes = tuple(_Lane() for _ in self._classes)
         self._count = 0
         self.body_bytes = 0  # bytes of the bodies kept
 
@@ -133,16 +150,21 @@ class Scheduler:
         return self._count
 
     def add(self, item: Waiting) -> None:
+        item.taken = False
         self._lanes[item.priority].add(item)
         self._count += 1
         if item.body is not None:
             self.body_bytes += len(item.body)
 
-    def pick(self, now: float, may_start: Callable[[str], bool]) -> Waiting | None:
-        """The request to start now, taken out of the backlog; None if none may start."""
-        served = next(
-            (p for p in Priority if any(may_start(t) for t in self._lanes[p].order)), None
-        )
+    def pick(self, now: float, may_start: Callable[[str], bool] | None = None) -> Waiting | None:
+        """The request to start now, taken out of the backlog; None if none may start.
+        ``may_start``: whether a tenant may start one more (None: every tenant may)."""
+        served = None
+        for priority in self._classes:
+            order = self._lanes[priority].order
+            if order and (may_start is None or any(may_start(t) for t in order)):
+                served = priority
+                break
         if served is None:
             return None
         overdue = self._overdue(served, now, may_start)
@@ -151,13 +173,11 @@ class Scheduler:
         return self._round_robin(self._lanes[served], may_start)
 
     def _overdue(
-        self, served: Priority, now: float, may_start: Callable[[str], bool]
+        self, served: Priority, now: float, may_start: Callable[[str], bool] | None
     ) -> Waiting | None:
         """The oldest request of a lower class that has waited its class distance in aging."""
         best: Waiting | None = None
-        for lower in Priority:
-            if lower <= served:
-                continue
+        for lower in self._classes[served + 1 :]:
             oldest = self._lanes[lower].oldest(may_start)
             if oldest is None or now - oldest.since < self._aging * (lower - served):
                 continue
@@ -165,8 +185,13 @@ class Scheduler:
                 best = oldest
         return best
 
-    def _round_robin(self, lane: _Lane, may_start: Callable[[str], bool]) -> Waiting:
-        eligible = [t for t in lane.order if may_start(t)]
+    def _round_robin(self, lane: _Lane, may_start: Callable[[str], bool] | None) -> Waiting:
+        pointer = lane.order[0]
+        if (may_start is None or may_start(pointer)) and lane.deficit[pointer] >= lane.queues[
+            pointer
+        ][0].cost:
+            return self._taken(lane, pointer)  # its turn goes on while its deficit lasts
+        eligible = [t for t in lane.order if may_start is None or may_start(t)]
         # Rounds in which no eligible tenant could afford its next request, added at once.
         rounds = min(
             max(0, math.ceil((lane.queues[t][0].cost - lane.deficit[t]) / self._quantum_of(t)))
@@ -177,7 +202,9 @@ class Scheduler:
                 lane.deficit[tenant] += rounds * self._quantum_of(tenant)
         for _ in range(len(lane.order)):
             tenant = lane.order[0]
-            if may_start(tenant) and lane.deficit[tenant] >= lane.queues[tenant][0].cost:
+            if (may_start is None or may_start(tenant)) and lane.deficit[tenant] >= lane.queues[
+                tenant
+            ][0].cost:
                 return self._taken(lane, tenant)
             # Its turn is over: the next tenant's comes, as the pointer of DRR moves on.
             lane.order.rotate(-1)
@@ -193,7 +220,11 @@ class Scheduler:
         return item
 
     def _quantum_of(self, tenant: str) -> float:
-        return self._weights.get(tenant, self._default_weight) * self._quantum
+        quantum = self._quanta.get(tenant)
+        if quantum is None:
+            weight = self._weights.get(tenant, self._default_weight)
+            quantum = self._quanta[tenant] = weight * self._quantum
+        return quantum
 
     def drop(self, places: Iterable[Partition]) -> list[Waiting]:
         """Take out every request of ``places`` (partitions no longer ours)."""
@@ -203,7 +234,10 @@ class Scheduler:
             for tenant in list(lane.order):
                 queue = lane.queues[tenant]
                 keep = deque(w for w in queue if w.place not in gone)
-                dropped.extend(w for w in queue if w.place in gone)
+                for w in queue:
+                    if w.place in gone:
+                        w.taken = True
+                        dropped.append(w)
                 lane.queues[tenant] = keep
                 if not keep:
                     del lane.queues[tenant], lane.deficit[tenant]

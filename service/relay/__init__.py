@@ -3,7 +3,9 @@ committed. One module per role, each with one owner (the README's "Architecture"
 walks a record through them):
 
     facade.py     Relay: the wiring, run() and the calls of the composition root
-    intake.py     fetch, decide each record (core.intake), pause, rewind, backpressure
+    intake.py     fetch ahead, pause when the backlog is full, rewind, backpressure
+    records.py    one record: the core's decision (core.intake) carried out
+    backlog.py    requests waiting for a slot; the core's Scheduler picks who goes next
     runner.py     one job's life: submit or resume, watch, collect, end
     submit.py     submit to fal and make the job durable in the ledger
     watch/        one watcher per watch mode: poll, stream, webhook

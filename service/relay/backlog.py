@@ -38,9 +38,15 @@ class Backlog:
         self._tenants = tenants
         self._max = max_requests
         self._body_budget = body_bytes
+        self._names: dict[str, str] = {}
         self._clock = tools.clock
         self._metrics = tools.metrics
         self._log = tools.log
+        # Without per-tenant limits the scheduler need not ask (the common case, and cheaper).
+        limited = tenants.default.max_concurrent is not None or any(
+            p.max_concurrent is not None for p in tenants.tenants.values()
+        )
+        self._may_start = self.may_start if limited else None
         self._scheduler = Scheduler(
             tenants.weights(), default_weight=tenants.default.weight, aging=aging
         )
@@ -70,7 +76,8 @@ class Backlog:
         )
 
     def add(self, record: InboundRecord, request: VideoRequest) -> None:
-        tenant = request.tenant_name
+        # One string object per tenant, not one per waiting request.
+        tenant = self._names.setdefault(request.tenant_name, request.tenant_name)
         options = request.options
         size = len(record.value or b"")
         keep = self._scheduler.body_bytes + size <= self._body_budget
@@ -86,7 +93,6 @@ class Backlog:
                 ),
                 cost=job_cost(i.num_frames, i.frames_per_second, i.resolution),
                 since=self._clock.monotonic(),
-                size=size,
                 body=record.value if keep else None,
             )
         )
@@ -95,7 +101,7 @@ class Backlog:
         """While a slot is free, the scheduler's next request to ``turn`` (with the seconds it
         waited). A body that cannot be read now puts its request back, for the next call."""
         while self._jobs.free_slots > 0:
-            item = self._scheduler.pick(self._clock.monotonic(), self.may_start)
+            item = self._scheduler.pick(self._clock.monotonic(), self._may_start)
             if item is None:
                 return
             record = await self._record_of(item)

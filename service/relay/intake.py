@@ -24,6 +24,10 @@ from service.relay.ownership import PartitionStates
 from service.relay.records import RecordHandler
 from service.relay.tools import Tools
 
+# The records of one fetch are in memory together (bytes, headers, decoded requests): a bounded
+# batch keeps the process's high-water mark low while a deep backlog fills.
+_MAX_BATCH = 500
+
 
 class Intake:
     def __init__(
@@ -82,7 +86,8 @@ class Intake:
                 # With requests waiting, a freed slot must not wait for the fetch's timeout.
                 waiting = len(self._backlog) > 0
                 records = await self._inbox.fetch(
-                    max_records=plan.fetch, max_wait=0 if waiting else cfg.fetch_timeout
+                    max_records=min(plan.fetch, _MAX_BATCH),
+                    max_wait=0 if waiting else cfg.fetch_timeout,
                 )
                 if waiting and not records:
                     await self._idle(cfg.fetch_timeout)

@@ -32,7 +32,7 @@ def waiting(
     body: bytes | None = None,
 ) -> Waiting:
     return Waiting(
-        place, int(rid.rsplit("-", maxsplit=1)[-1]), rid, tenant, priority, cost, since, 10, body
+        place, int(rid.rsplit("-", maxsplit=1)[-1]), rid, tenant, priority, cost, since, body
     )
 
 
