@@ -204,7 +204,13 @@ def throwaway_tls() -> Iterator[Tls]:
         yield tls
 
 
-def tls_emulator(tls: Tls, run_time: float) -> contextlib.AbstractContextManager[Emulator]:
+def tls_emulator(
+    tls: Tls, run_time: float, max_concurrent: int | None = None
+) -> contextlib.AbstractContextManager[Emulator]:
+    """``bench/tls_emulator.py``; ``max_concurrent`` jobs run at once (the rest wait in its
+    queue, like a fal account's concurrency), unlimited when None."""
+    extra = [] if max_concurrent is None else ["--max-concurrent", str(max_concurrent)]
+
     def command(port: int) -> list[str]:
         return [
             sys.executable,
@@ -221,6 +227,7 @@ def tls_emulator(tls: Tls, run_time: float) -> contextlib.AbstractContextManager
             seconds(run_time),
             "--queue-wait",
             "0",
+            *extra,
         ]
 
     return emulator_process(

@@ -24,7 +24,6 @@ Run (project root)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import statistics
@@ -35,30 +34,25 @@ from collections.abc import Sequence
 
 from harness import (
     RESULTS,
-    Emulator,
     RelayProcess,
     Topics,
     bench_arguments,
-    clean_env,
     create_topics,
-    emulator_process,
     header_lines,
     kafka_broker,
     metric_samples,
     proc_rss_bytes,
     publish,
-    seconds,
     write_output,
 )
 from run import (
-    BENCH,
     Context,
     System,
-    Tls,
     _quantile,
     collecting,
     running,
     throwaway_tls,
+    tls_emulator,
 )
 
 from service.core.offsets import Partition
@@ -66,37 +60,6 @@ from service.core.scheduler import Priority, Scheduler, Waiting, job_cost
 
 SLOTS = 8
 MiB = 1024 * 1024
-
-
-def account_emulator(
-    tls: Tls, run_time: float, slots: int
-) -> contextlib.AbstractContextManager[Emulator]:
-    """The TLS emulator (``bench/tls_emulator.py``) running ``slots`` jobs at once, the rest
-    waiting in its queue: a fal account's concurrency."""
-
-    def command(port: int) -> list[str]:
-        return [
-            sys.executable,
-            str(BENCH / "tls_emulator.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--cert-chain",
-            str(tls.chain_file),
-            "--key",
-            str(tls.key_file),
-            "--run-time",
-            seconds(run_time),
-            "--queue-wait",
-            "0",
-            "--max-concurrent",
-            str(slots),
-        ]
-
-    return emulator_process(
-        [], env=clean_env(), command=command, scheme="https", context=tls.context
-    )
 
 
 def tenant_record(tenant: str, i: int) -> tuple[bytes, bytes]:
@@ -120,7 +83,7 @@ async def flood(ctx: Context, kind: str, *, flood_size: int, run_time: float) ->
         "fifo": {"RELAY_BACKLOG_MAX_REQUESTS": "1", "RELAY_POLL_MIN_INTERVAL_S": "0.1"},
     }.get(kind)
     system_kind = "baseline" if kind == "baseline" else "lynx-relay"
-    with account_emulator(ctx.tls, run_time, SLOTS) as emulator, tempfile.TemporaryFile() as err:
+    with tls_emulator(ctx.tls, run_time, SLOTS) as emulator, tempfile.TemporaryFile() as err:
         system = System(system_kind, ctx, emulator, topics, SLOTS, relay_settings=settings)
         async with (
             collecting(ctx.bootstrap, topics.results) as results,
@@ -154,7 +117,7 @@ async def backlog_rss(ctx: Context, *, depth: int) -> dict[str, float]:
     await create_topics(ctx.bootstrap, topics, request_partitions=6, other_partitions=3)
     tenants = [f"t{k}" for k in range(10)]
     records = (tenant_record(tenants[i % 10], i) for i in range(depth + 1))
-    with account_emulator(ctx.tls, 3600.0, SLOTS) as emulator, tempfile.TemporaryFile() as err:
+    with tls_emulator(ctx.tls, 3600.0, SLOTS) as emulator, tempfile.TemporaryFile() as err:
         system = System("lynx-relay", ctx, emulator, topics, 1, relay_settings={})
         async with running(system, err) as process:
             idle = proc_rss_bytes(process.pid) or 0

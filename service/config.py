@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     relay_tenants_file: str | None = None
     relay_fal_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     relay_backlog_max_requests: int = Field(default=100_000, ge=1, le=10_000_000)
-    relay_backlog_body_bytes: int = Field(default=16 * 1_048_576, ge=0, le=4096 * 1_048_576)
+    relay_backlog_body_bytes: int = Field(default=8 * 1_048_576, ge=0, le=4096 * 1_048_576)
     relay_priority_aging_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
 
     @field_validator(

@@ -32,7 +32,7 @@ class RelayConfig:
     fal_concurrency: int | None = None  # the account's, shared by the group (None: no cap)
     tenants: Tenants = field(default_factory=Tenants)
     backlog_max: int = 100_000
-    backlog_body_bytes: int = 16 * 1_048_576
+    backlog_body_bytes: int = 8 * 1_048_576
     priority_aging: float = 300.0
 
     @property

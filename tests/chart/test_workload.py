@@ -384,7 +384,7 @@ def test_without_tenants_there_is_no_file_and_no_cap() -> None:
     env = container_environment(DEFAULT)
     assert not {"RELAY_TENANTS_FILE", "RELAY_FAL_CONCURRENCY"} & set(env)
     assert env["RELAY_BACKLOG_MAX_REQUESTS"] == "100000"
-    assert env["RELAY_BACKLOG_BODY_BYTES"] == "16777216"
+    assert env["RELAY_BACKLOG_BODY_BYTES"] == "8388608"
     assert env["RELAY_PRIORITY_AGING_S"] == "300"
     annotations = deployment(DEFAULT)["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/tenants" not in annotations
