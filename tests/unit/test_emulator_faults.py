@@ -1,7 +1,8 @@
 """The emulator's fault injection and runtime control: every kind on every endpoint it applies to.
 
 The truth a relay test relies on is checked here: a faulted submit creates no job, except
-``lost-answer``, which creates exactly one and drops the connection; a faulted status, result or
+``lost-answer`` and ``lost-answer-502``, which create exactly one and then drop the connection or
+answer the gateway's 502 (counted as ``submits_created_then_lost``); a faulted status, result or
 cancel leaves its job as it was; ``500-model``/``503-model`` are the job's real fate and show in
 its outcome. Faults are switched on with rate 1 (so each call is certain to be faulted) around
 the one call a test is about, and off again with ``reconfigure``; nothing waits on a sleep.
@@ -64,6 +65,16 @@ def test_spec_names_kinds_per_endpoint_and_defaults_the_rest() -> None:
     assert short.slow == (0.1, 0.1)
 
 
+def test_both_lost_answers_are_submit_faults_asked_for_by_name() -> None:
+    """lost-answer and lost-answer-502 create the job first, so they are never a default kind."""
+    parsed = faults("submit=0.1:lost-answer+lost-answer-502")
+    assert parsed.submit.kinds == (FaultKind.LOST_ANSWER, FaultKind.LOST_ANSWER_502)
+    assert Faults.from_json(parsed.to_json()) == parsed
+    assert [kind for kind in FaultKind if kind.loses_answer] == list(parsed.submit.kinds)
+    assert not set(parsed.submit.kinds) & set(DEFAULT_FAULT_KINDS)
+    assert faults("submit=0.1").submit.kinds == DEFAULT_FAULT_KINDS
+
+
 def test_the_kinds_list_serves_each_endpoint_with_what_applies_to_it() -> None:
     parsed = Faults.parse("submit=0.1,status=0.1,result=0.1", kinds="lost-answer,503-model,429")
     assert parsed.submit.kinds == (FaultKind.LOST_ANSWER, FaultKind.RATE_LIMITED)
@@ -75,6 +86,7 @@ def test_the_kinds_list_serves_each_endpoint_with_what_applies_to_it() -> None:
     ("spec", "kinds", "message"),
     [
         ("status=0.2:lost-answer", None, "does not apply to status"),
+        ("result=0.2:lost-answer-502", None, "does not apply to result"),
         ("submit=0.2:503-model", None, "does not apply to submit"),
         ("status=1.5", None, r"within \[0, 1\]"),
         ("status=nan", None, r"within \[0, 1\]"),
@@ -127,7 +139,14 @@ def test_command_line_faults() -> None:
     )
     assert config.faults.status.kinds == (FaultKind.RATE_LIMITED, FaultKind.RESET)
     help_text = parser.format_help()
-    for word in ("--faults", "--fault-kinds", "lost-answer", "503-model", "Retry-After"):
+    for word in (
+        "--faults",
+        "--fault-kinds",
+        "lost-answer-502",
+        "submits_created_then_lost",
+        "503-model",
+        "Retry-After",
+    ):
         assert word in help_text
 
 
@@ -236,7 +255,7 @@ async def test_a_faulted_submit_creates_no_job(fal: Harness, kind: str) -> None:
     fal.emulator.reconfigure(faults=faults(f"submit=1:{kind}"))
     assert_fault_answer(kind, await call(fal, "POST", "/fal-ai/lynx", json=BODY))
     stats = fal.emulator.stats(include_jobs=True)
-    assert (stats["submissions"], stats["jobs"]) == (0, [])
+    assert (stats["submissions"], stats["jobs"], stats["submits_created_then_lost"]) == (0, [], 0)
     assert stats["faults"]["submit"] == {"total": 1, kind: 1}
     assert stats["calls"]["submit"] == {
         "total": 1,
@@ -262,7 +281,7 @@ async def test_lost_answer_creates_exactly_one_job_and_drops_the_connection(fal:
         await fal.client.post("/fal-ai/lynx", json=BODY)
     fal.emulator.reconfigure(faults=None)
     stats = fal.emulator.stats(include_jobs=True)
-    assert stats["submissions"] == 1
+    assert (stats["submissions"], stats["submits_created_then_lost"]) == (1, 1)
     assert stats["calls"]["submit"] == {"total": 1, "dropped": 1}
     assert stats["faults"]["submit"] == {"total": 1, "lost-answer": 1}
     (job,) = stats["jobs"]
@@ -275,10 +294,39 @@ async def test_lost_answer_creates_exactly_one_job_and_drops_the_connection(fal:
     assert job["outcome"] == "succeeded"
 
 
-async def test_a_lost_answer_to_a_bad_body_is_dropped_too_but_makes_no_job(fal: Harness) -> None:
-    fal.emulator.reconfigure(faults=faults("submit=1:lost-answer"))
-    assert await call(fal, "POST", "/fal-ai/lynx", content=b"{nope") is None
-    assert fal.emulator.stats()["submissions"] == 0
+async def test_lost_answer_502_creates_exactly_one_job_and_answers_the_gateways_502(
+    fal: Harness,
+) -> None:
+    """The variant a client cannot tell from a 502 that created nothing: the gateway's page,
+    without x-fal-request-id, after the job was made."""
+    fal.emulator.reconfigure(faults=faults("submit=1:lost-answer-502"))
+    response = await fal.client.post("/fal-ai/lynx", json=BODY)
+    fal.emulator.reconfigure(faults=None)
+    assert_fault_answer("502", response)
+    stats = fal.emulator.stats(include_jobs=True)
+    assert (stats["submissions"], stats["submits_created_then_lost"]) == (1, 1)
+    assert stats["calls"]["submit"] == {"total": 1, "502": 1}
+    assert stats["faults"]["submit"] == {"total": 1, "lost-answer-502": 1}
+    (job,) = stats["jobs"]
+    assert job["faults"] == {"submit": {"lost-answer-502": 1}}
+    final = await fal.final_status(f"/fal-ai/lynx/requests/{job['request_id']}/status")
+    assert (final["status"], "error" in final) == ("COMPLETED", False)
+    assert fal.job(job["request_id"])["outcome"] == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ["lost-answer", "lost-answer-502"])
+async def test_a_lost_answer_to_a_bad_body_is_lost_too_but_makes_no_job(
+    fal: Harness, kind: str
+) -> None:
+    fal.emulator.reconfigure(faults=faults(f"submit=1:{kind}"))
+    response = await call(fal, "POST", "/fal-ai/lynx", content=b"{nope")
+    if kind == "lost-answer":
+        assert response is None
+    else:
+        assert_fault_answer("502", response)
+    stats = fal.emulator.stats()
+    assert (stats["submissions"], stats["submits_created_then_lost"]) == (0, 0)
+    assert stats["faults"]["submit"] == {"total": 1, kind: 1}
 
 
 async def test_a_slow_submit_answers_normally_after_the_delay(fal: Harness) -> None:

@@ -2,7 +2,8 @@
 
 fal cannot be reached from tests or local runs, so this package stands in for
 ``https://queue.fal.run``: submit, status (polled or streamed), result and cancel, with simulated
-queueing, run times, failures, input validation and result retention. It is a development tool
+queueing, run times, failures, input validation and result retention; and for the request
+history of fal's Platform API, ``https://api.fal.ai/v1``. It is a development tool
 of its own (the ``dev`` dependency group): it imports nothing from the relay's ``service``
 package, and the relay's wheel and image carry none of it.
 
@@ -12,8 +13,11 @@ package, and the relay's wheel and image carry none of it.
 - ``jobs``: the pure simulation (plans, lifecycle table, scheduler); takes ``now``, owns no clock.
 - ``wire``: paths, auth and every response body, as pure functions of a job at a time.
 - ``webhooks``: signed webhook delivery (``?fal_webhook=``): body, Ed25519 keys and JWKS, retries.
+- ``platform_api``: fal's Platform API over the jobs (request history by endpoint, payload
+  deletion), pure like ``wire``; served under ``FalEmulator.api_url`` (``{base_url}/v1``).
 - ``server``: ``FalEmulator`` (aiohttp; ``reconfigure`` and ``POST /_emulator/config`` change the
-  key and the faults while it runs) and ``serve`` for ``fal-emulator serve``.
+  key, the faults, the webhook drop rate and the history mode while it runs) and ``serve`` for
+  ``fal-emulator serve``.
 - ``cli`` (``fal-emulator serve | demo``, also ``python -m fal_emulator``), ``logs``, ``demo``.
 """
 

@@ -2,8 +2,8 @@
 
 This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
 failure share, auth key, result retention, seed, served endpoints, injected faults, webhook
-delivery) and how those knobs are spelled on the command line (the fault vocabulary itself lives
-in ``faults``).
+delivery, which jobs the request history lists) and how those knobs are spelled on the command
+line (the fault vocabulary itself lives in ``faults``).
 ``cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
 or the environment by itself.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fal_emulator.faults import (
     DEFAULT_FAULT_KINDS,
@@ -33,6 +33,13 @@ DEFAULT_PORT = 8470
 DEFAULT_WEBHOOK_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 DEFAULT_WEBHOOK_USER_ID = "emulator-user"
 DEFAULT_WEBHOOK_TIMEOUT = 15.0
+# Which jobs the Platform API's request history lists: every job from its submission on (while
+# queued or running with ``ended_at`` null), or only jobs that have ended. fal's own behaviour is
+# unconfirmed, so a client must work with both.
+HistoryLists = Literal["all", "ended"]
+HISTORY_LISTS: tuple[HistoryLists, ...] = get_args(HistoryLists)
+# First path segments the emulator serves itself, so no endpoint id may start with them.
+RESERVED_OWNERS = ("_emulator", "v1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class EmulatorConfig:
     webhook_retry_delays: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_DELAYS
     webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT
     webhook_drop_rate: float = 0.0
+    # Request history (Platform API): see ``HistoryLists``; ``reconfigure`` can change it.
+    history_lists: HistoryLists = "all"
 
     def __post_init__(self) -> None:
         for name in ("run_time", "queue_wait"):
@@ -76,8 +85,12 @@ class EmulatorConfig:
         if not self.endpoints:
             raise ValueError("endpoints must name at least one endpoint id")
         for endpoint in self.endpoints:
-            if len([part for part in endpoint.split("/") if part]) < 2:
+            parts = [part for part in endpoint.split("/") if part]
+            if len(parts) < 2:
                 raise ValueError(f"endpoint id {endpoint!r} is not of the form owner/alias")
+            if parts[0] in RESERVED_OWNERS:
+                raise ValueError(f"endpoint id {endpoint!r} would hide the emulator's own routes")
+        check_history_lists(self.history_lists)
         self._check_webhooks()
 
     def _check_webhooks(self) -> None:
@@ -104,6 +117,14 @@ def check_drop_rate(rate: object) -> float:
     ):
         return float(rate)
     raise ValueError(f"webhook_drop_rate must be a number within [0, 1], got {rate!r}")
+
+
+def check_history_lists(value: object) -> HistoryLists:
+    """``value`` as a history mode, ``"all"`` or ``"ended"``. Raises ``ValueError``."""
+    for mode in HISTORY_LISTS:
+        if value == mode:
+            return mode
+    raise ValueError(f"history_lists must be one of {', '.join(HISTORY_LISTS)}, got {value!r}")
 
 
 def _finite(value: float) -> bool:
@@ -172,13 +193,15 @@ _FAULTS_HELP = (
     "no kinds picks uniformly from --fault-kinds (those that apply to it). Kinds: 429 (with "
     "Retry-After), 502/503/504 (the gateway's HTML page, no x-fal-request-id), reset (the "
     "connection is dropped without an answer), slow (a normal answer after --fault-slow); "
-    "submit only: lost-answer (the job is created, then the connection dropped); result only: "
+    "submit only, never in --fault-kinds' default: lost-answer (the job is created, then the "
+    "connection dropped) and lost-answer-502 (the job is created, then the gateway's 502 page, "
+    "no x-fal-request-id), counted as 'submits_created_then_lost' in the stats; result only: "
     "500-model/503-model (with x-fal-request-id: the model failed; decided once per job at "
     "submit, every result GET of that job then answers it, and the job's outcome is "
     "model_error; the result RATE is shared equally among the listed kinds). A faulted submit "
-    "creates no job (except lost-answer and slow); a faulted status, result or cancel never "
-    "changes the job. Counts are in GET /_emulator/stats under 'faults' (per job with ?jobs=1); "
-    "POST /_emulator/config changes the faults and the key at runtime."
+    "creates no job (except the lost answers and slow); a faulted status, result or cancel "
+    "never changes the job. Counts are in GET /_emulator/stats under 'faults' (per job with "
+    "?jobs=1); POST /_emulator/config changes the faults and the key at runtime."
 )
 
 
@@ -245,6 +268,15 @@ _WEBHOOKS_HELP = (
     "of --webhook-retry-delays in turn, then given up. Hosts under example.com/.net/.org, "
     ".example and .invalid are never contacted (every attempt fails). Counts are in GET "
     "/_emulator/stats under 'webhooks' (attempts per job with ?jobs=1)."
+)
+
+
+_PLATFORM_HELP = (
+    "fal's Platform API is served under /v1 (FalEmulator.api_url, the value for FAL_API_URL): "
+    "GET /v1/models/requests/by-endpoint?endpoint_id=...[&start=&end=&status=&request_id=&limit="
+    "&cursor=&sort_by=&expand=payloads] lists the emulator's jobs (request history), DELETE "
+    "/v1/models/requests/{request_id}/payloads forgets a job's input and output. Both want the "
+    "same key as the queue."
 )
 
 
@@ -399,6 +431,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of webhooks lost outright: never sent, counted as dropped; POST "
         "/_emulator/config {'webhook_drop_rate': SHARE} changes it at runtime (default: 0)",
     )
+    platform = parser.add_argument_group("platform API", description=_PLATFORM_HELP)
+    platform.add_argument(
+        "--history-lists",
+        choices=HISTORY_LISTS,
+        default=defaults.history_lists,
+        help="which jobs the request history lists: 'all' from their submission on (ended_at "
+        "null while queued or running) or only those that have 'ended' (fal's behaviour is "
+        "unconfirmed); POST /_emulator/config {'history_lists': ...} changes it at runtime "
+        "(default: %(default)s)",
+    )
 
 
 def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
@@ -417,4 +459,5 @@ def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
         webhook_retry_delays=args.webhook_retry_delays,
         webhook_timeout=args.webhook_timeout,
         webhook_drop_rate=args.webhook_drop_rate,
+        history_lists=args.history_lists,
     )

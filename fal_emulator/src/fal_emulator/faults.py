@@ -15,8 +15,13 @@ Semantics, so that a test can know the truth of every job:
   cancel leaves its job exactly as it was.
 - ``slow`` answers normally after a delay (drawn from ``slow``); the call is handled after the
   delay, so a slow submit creates its job then, even if the client has given up waiting.
-- ``lost-answer`` (submit only) creates the job and then drops the connection: the dangerous
-  case, where a client that retries the submit pays for a duplicate.
+- ``lost-answer`` and ``lost-answer-502`` (submit only): the job *is* created (it runs, it is in
+  the request history, it counts in the stats), then the answer is lost: the connection is
+  dropped (``lost-answer``), or the gateway answers its 502 page without ``x-fal-request-id``
+  (``lost-answer-502``), which a client cannot tell from a 502 that created nothing. The dangerous
+  case, where a client that retries the submit pays for a duplicate; the server counts these
+  submits as ``submits_created_then_lost``. A body that creates no job (not JSON, a bad start
+  timeout) loses its answer the same way, and is not counted there.
 - ``500-model`` and ``503-model`` (result only) carry ``x-fal-request-id``, which per the
   protocol means the *model* failed: that is final, not a transient fault, so it is injected as a
   real fate of the job rather than per call. It is decided once, when the job is submitted (only
@@ -50,11 +55,17 @@ class FaultKind(enum.Enum):
     RESET = "reset"
     SLOW = "slow"
     LOST_ANSWER = "lost-answer"
+    LOST_ANSWER_502 = "lost-answer-502"
 
     @property
     def is_model_fate(self) -> bool:
         """A fault of the job itself (decided at submit), not of one call."""
         return self in (FaultKind.MODEL_500, FaultKind.MODEL_503)
+
+    @property
+    def loses_answer(self) -> bool:
+        """A submit fault that creates the job first and only then loses the answer."""
+        return self in (FaultKind.LOST_ANSWER, FaultKind.LOST_ANSWER_502)
 
     @property
     def gateway_status(self) -> int | None:
@@ -82,14 +93,15 @@ _TRANSIENT = (
 )
 
 APPLICABLE_KINDS: dict[str, tuple[FaultKind, ...]] = {
-    "submit": (*_TRANSIENT, FaultKind.LOST_ANSWER),
+    "submit": (*_TRANSIENT, FaultKind.LOST_ANSWER, FaultKind.LOST_ANSWER_502),
     "status": _TRANSIENT,
     "result": (*_TRANSIENT, FaultKind.MODEL_500, FaultKind.MODEL_503),
     "cancel": _TRANSIENT,
 }
 
-# Used where an endpoint's kinds are not named: every kind that is safe to retry. lost-answer and
-# the model fates change what a correct client ends with, so they are only ever asked for by name.
+# Used where an endpoint's kinds are not named: every kind that is safe to retry. The lost answers
+# and the model fates change what a correct client ends with, so they are only ever asked for by
+# name.
 DEFAULT_FAULT_KINDS = _TRANSIENT
 DEFAULT_RETRY_AFTER = 0.5
 DEFAULT_SLOW = (0.5, 0.5)

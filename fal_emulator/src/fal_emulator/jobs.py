@@ -316,6 +316,9 @@ class Job:
     in_flight: bool = True  # from submit until the result is fetched after completion, or cancel
     # Faults injected into calls about this job: {endpoint: {kind: count}} (filled by the server).
     faults: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The Platform API deleted its stored payloads and output file: the request history shows
+    # no input or output and the file is gone. ``input`` stays, as the emulator's own record.
+    payloads_deleted: bool = False
 
     def wall(self, t: float) -> float:
         """Epoch seconds of monotonic time ``t``."""

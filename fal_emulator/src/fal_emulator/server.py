@@ -3,13 +3,16 @@
 This module owns the process-facing side: binding a socket (plain or TLS), turning requests into
 calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, injecting the faults
 ``FaultInjector`` draws (answering them, delaying, or dropping the connection), counting calls and
-faults for ``/_emulator/stats``, the runtime settings (key, faults and webhook drop rate) that
-``/_emulator/config`` and ``reconfigure`` change, serving the placeholder output files and the
-webhook keys, and the one driver task that advances the simulation when its next event is due.
+faults for ``/_emulator/stats``, the runtime settings (key, faults, webhook drop rate and history
+mode) that ``/_emulator/config`` and ``reconfigure`` change, serving the placeholder output files,
+the webhook keys and fal's Platform API (``platform_api``), and the one driver task that advances
+the simulation when its next event is due.
 Every handler first advances the simulation to the current time, so answers are exact even when
 the driver is late; each advance hands the jobs that completed with a webhook to ``webhooks``.
 
-Routes: the queue routes under ``/{[ns/]owner/alias}`` (see ``wire.parse_queue_path``), and
+Routes: the queue routes under ``/{[ns/]owner/alias}`` (see ``wire.parse_queue_path``); the
+Platform API under ``/v1`` (``api_url``; ``GET /v1/models/requests/by-endpoint`` and
+``DELETE /v1/models/requests/{id}/payloads``, with the queue's key); and
 unauthenticated ``GET /_emulator/stats[?jobs=1]``, ``GET|POST /_emulator/config``,
 ``GET /_emulator/files/{id}/output.mp4``, ``GET /_emulator/jwks.json`` (also
 ``/.well-known/jwks.json``, fal's path) and ``POST /_emulator/jwks/rotate``.
@@ -36,8 +39,10 @@ from aiohttp import web
 
 from fal_emulator.config import (
     EmulatorConfig,
+    HistoryLists,
     add_arguments,
     check_drop_rate,
+    check_history_lists,
     config_from_arguments,
 )
 from fal_emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
@@ -49,6 +54,21 @@ from fal_emulator.jobs import (
     Outcome,
     Phase,
     Simulation,
+)
+from fal_emulator.platform_api import (
+    API_PREFIX,
+    DOCS_URL,
+    HISTORY_DOCS_URL,
+    PAYLOADS_DOCS_URL,
+    PlatformError,
+    PlatformRoute,
+    check_request_id,
+    delete_payloads,
+    history_page,
+    not_found,
+    parse_history_query,
+    parse_platform_path,
+    unauthorized,
 )
 from fal_emulator.webhooks import Delivery, WebhookSender
 from fal_emulator.wire import (
@@ -109,6 +129,9 @@ class FalEmulator:
         # Webhook drops draw from a stream of their own too.
         webhook_seed = None if config.seed is None else f"webhooks:{config.seed}"
         self._webhooks = WebhookSender(config, random.Random(webhook_seed))
+        self._history_lists: HistoryLists = config.history_lists
+        # Submits whose job was created and whose answer was then lost (a lost-answer fault).
+        self._created_then_lost = 0
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # set when a submit or cancel may have moved the next event
@@ -121,6 +144,12 @@ class FalEmulator:
         if self._base_url is None:
             raise RuntimeError("the emulator is not started")
         return self._base_url
+
+    @property
+    def api_url(self) -> str:
+        """fal's Platform API as the emulator serves it: what a client uses as ``FAL_API_URL``
+        (fal's is ``https://api.fal.ai/v1``)."""
+        return f"{self.base_url}{API_PREFIX}"
 
     @property
     def jwks_url(self) -> str:
@@ -151,6 +180,8 @@ class FalEmulator:
             app.router.add_get(path, self._handle_get_config)
             app.router.add_post(path, self._handle_post_config)
         app.router.add_get("/_emulator/files/{request_id}/{name}", self._handle_file)
+        # Before the queue's catch-all: an endpoint id can never start with v1 (config checks).
+        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._handle_platform)
         app.router.add_route("*", "/{tail:.*}", self._handle_queue)
         # No access log: clients poll status many times a second and that is not news.
         runner = web.AppRunner(
@@ -202,14 +233,18 @@ class FalEmulator:
         fal_key: str | Literal[_Unset.UNSET] | None = UNSET,
         faults: Faults | Literal[_Unset.UNSET] | None = UNSET,
         webhook_drop_rate: float | Literal[_Unset.UNSET] = UNSET,
+        history_lists: HistoryLists | Literal[_Unset.UNSET] = UNSET,
     ) -> None:
-        """Change the accepted key (None: any non-empty key), the faults (None: none) and the
-        share of webhooks dropped while running; what is not passed stays. Takes effect from
-        the next call (the next job to complete, for the drop rate)."""
+        """Change the accepted key (None: any non-empty key), the faults (None: none), the
+        share of webhooks dropped and which jobs the request history lists, while running;
+        what is not passed stays. Takes effect from the next call (the next job to complete,
+        for the drop rate)."""
         if fal_key not in (UNSET, None) and not (isinstance(fal_key, str) and fal_key):
             raise ValueError("fal_key must be a non-empty string or None")
         if webhook_drop_rate is not UNSET:
             webhook_drop_rate = check_drop_rate(webhook_drop_rate)
+        if history_lists is not UNSET:
+            history_lists = check_history_lists(history_lists)
         # Checked all first, so that a bad setting changes nothing.
         if fal_key is not UNSET:
             self._fal_key = fal_key
@@ -217,6 +252,8 @@ class FalEmulator:
             self._injector.faults = Faults() if faults is None else faults
         if webhook_drop_rate is not UNSET:
             self._webhooks.drop_rate = webhook_drop_rate
+        if history_lists is not UNSET:
+            self._history_lists = history_lists
         _log.info("emulator_reconfigured", **self._runtime_view())
 
     def _runtime_view(self) -> dict[str, Any]:
@@ -225,7 +262,13 @@ class FalEmulator:
             "fal_key_set": self._fal_key is not None,
             "faults": self.faults.to_json(),
             "webhook_drop_rate": self._webhooks.drop_rate,
+            "history_lists": self._history_lists,
         }
+
+    @property
+    def history_lists(self) -> HistoryLists:
+        """Which jobs the request history lists now: ``"all"`` or ``"ended"``."""
+        return self._history_lists
 
     # --- webhooks ---
 
@@ -268,12 +311,21 @@ class FalEmulator:
             "cancelled": counters.outcomes[Outcome.CANCELLED],
             "outcomes": outcomes,
             "faults": {kind: dict(counts) for kind, counts in self._faults.items()},
+            # Jobs created by a submit whose answer was then lost (lost-answer, lost-answer-502):
+            # they run and are billed, and their submitter never heard of them.
+            "submits_created_then_lost": self._created_then_lost,
             "webhooks": self._webhooks.stats(),
         }
         if include_jobs:
+            jobs = list(self._sim.jobs())
             stats["jobs"] = [
-                _job_record(job, self._webhooks.lookup(job.request_id)) for job in self._sim.jobs()
+                _job_record(job, self._webhooks.lookup(job.request_id)) for job in jobs
             ]
+            # Fewer distinct inputs than jobs: some input was submitted twice (a duplicate, when
+            # the test's inputs are all different).
+            stats["distinct_inputs"] = len(
+                {json.dumps(job.input, sort_keys=True, separators=(",", ":")) for job in jobs}
+            )
         return stats
 
     # --- the simulation's clock ---
@@ -360,7 +412,7 @@ class FalEmulator:
         if fault is FaultKind.SLOW:
             await asyncio.sleep(self._injector.slow_delay())
             return None
-        if fault is FaultKind.LOST_ANSWER:
+        if fault.loses_answer:
             return None
         if fault is FaultKind.RESET:
             return self._drop(kind, request)
@@ -405,8 +457,8 @@ class FalEmulator:
     async def _submit(
         self, request: web.Request, route: QueueRoute, base_url: str, fault: FaultKind | None
     ) -> web.Response:
-        """Create the job and answer; with ``lost-answer`` the answer is lost (connection
-        dropped) whatever it would have been, job or not.
+        """Create the job and answer; with ``lost-answer`` or ``lost-answer-502`` the answer is
+        lost (connection dropped, or the gateway's 502) whatever it would have been, job or not.
 
         A start timeout header that is not a positive number of seconds is refused with a 400
         before the body is read, and makes no job."""
@@ -447,6 +499,8 @@ class FalEmulator:
         if fault is not None:
             per_job = job.faults.setdefault("submit", {})
             per_job[fault.value] = per_job.get(fault.value, 0) + 1
+            if fault.loses_answer:
+                self._created_then_lost += 1
         _log.debug(
             "emulator_job_submitted",
             request_id=job.request_id,
@@ -466,6 +520,8 @@ class FalEmulator:
     ) -> web.Response:
         if fault is FaultKind.LOST_ANSWER:
             return self._drop("submit", request)
+        if fault is FaultKind.LOST_ANSWER_502:
+            return self._respond("submit", gateway_reply(502))
         return self._respond("submit", reply)
 
     def _lookup(self, route: QueueRoute) -> Job | None:
@@ -544,6 +600,53 @@ class FalEmulator:
             pass  # the client went away; nothing to tell it
         return response
 
+    # --- fal's Platform API ---
+
+    async def _handle_platform(self, request: web.Request) -> web.Response:
+        """``/v1/...``: auth with the queue's key first (401), then the route (404), then its
+        parameters (422, or 404 for an unknown endpoint or request). Errors in the Platform
+        API's shape, each with a request id of its own."""
+        route = parse_platform_path(request.method, request.path)
+        kind = "other" if route is None else route.kind
+        docs_url = {"history": HISTORY_DOCS_URL, "delete_payloads": PAYLOADS_DOCS_URL}.get(
+            kind, DOCS_URL
+        )
+        base_url = f"{request.scheme}://{request.host}"
+        try:
+            if not authorized(request.headers.get("Authorization"), self._fal_key):
+                raise unauthorized()
+            if route is None:
+                raise not_found(f"No route for {request.method} {request.path}")
+            if route.kind == "history":
+                body = self._history(request, base_url)
+            else:
+                body = self._delete_payloads(route, base_url)
+        except PlatformError as exc:
+            self._count(kind, exc.status)
+            error = exc.body(str(uuid.uuid4()), docs_url)
+            return web.json_response(error, status=exc.status)
+        self._count(kind, 200)
+        return web.json_response(body)
+
+    def _history(self, request: web.Request, base_url: str) -> dict[str, Any]:
+        self._tick()
+        query = parse_history_query(
+            request.query.items(), now=datetime.now(UTC), endpoints=self.config.endpoints
+        )
+        return history_page(self._sim.jobs(), query, lists=self._history_lists, base_url=base_url)
+
+    def _delete_payloads(self, route: PlatformRoute, base_url: str) -> dict[str, Any]:
+        assert route.request_id is not None
+        request_id = check_request_id(route.request_id)
+        self._tick()
+        job = self._sim.lookup(request_id)
+        if job is None:
+            raise not_found(f"Request {request_id} not found")
+        body = delete_payloads(job, base_url)
+        job.payloads_deleted = True
+        _log.debug("emulator_payloads_deleted", request_id=request_id)
+        return body
+
     async def _handle_stats(self, request: web.Request) -> web.Response:
         include_jobs = logs_requested(request.query.get("jobs"))
         return web.json_response(self.stats(include_jobs=include_jobs))
@@ -561,7 +664,7 @@ class FalEmulator:
 
     async def _handle_post_config(self, request: web.Request) -> web.Response:
         """``{"fal_key": str | null, "faults": <Faults.from_json> | null, "webhook_drop_rate":
-        number}``; keys left out stay.
+        number, "history_lists": "all" | "ended"}``; keys left out stay.
 
         Answers the settings now in force (whether a key is set, never the key), or 400.
         """
@@ -570,8 +673,7 @@ class FalEmulator:
         except (ValueError, RecursionError):
             return web.json_response({"detail": "Request body is not valid JSON"}, status=400)
         try:
-            fal_key, faults, drop_rate = _runtime_settings(body)
-            self.reconfigure(fal_key=fal_key, faults=faults, webhook_drop_rate=drop_rate)
+            self.reconfigure(**_runtime_settings(body))
         except ValueError as exc:
             return web.json_response({"detail": str(exc)}, status=400)
         return web.json_response(self._runtime_view())
@@ -581,33 +683,34 @@ class FalEmulator:
         if (
             job is None
             or job.outcome is not Outcome.SUCCEEDED
+            or job.payloads_deleted
             or request.match_info["name"] != OUTPUT_FILE_NAME
         ):
             return web.json_response({"detail": "File not found"}, status=404)
         return web.Response(body=PLACEHOLDER_MP4, content_type="video/mp4")
 
 
-def _runtime_settings(
-    body: object,
-) -> tuple[
-    str | Literal[_Unset.UNSET] | None,
-    Faults | Literal[_Unset.UNSET] | None,
-    float | Literal[_Unset.UNSET],
-]:
-    """The ``fal_key``, ``faults`` and ``webhook_drop_rate`` of a ``POST /_emulator/config``
-    body (UNSET: left out)."""
+def _runtime_settings(body: object) -> dict[str, Any]:
+    """The ``reconfigure`` arguments a ``POST /_emulator/config`` body gives: those of its keys
+    ``fal_key``, ``faults``, ``webhook_drop_rate`` and ``history_lists`` that it has, checked."""
     # ValueError throughout, not TypeError: every bad body is the same 400.
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")  # noqa: TRY004
-    unknown = set(body) - {"fal_key", "faults", "webhook_drop_rate"}
+    unknown = set(body) - {"fal_key", "faults", "webhook_drop_rate", "history_lists"}
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
-    fal_key = body.get("fal_key", UNSET)
-    if not (fal_key is UNSET or fal_key is None or isinstance(fal_key, str)):
-        raise ValueError("fal_key must be a string or null")
-    faults = Faults.from_json(body["faults"]) if "faults" in body else UNSET
-    drop_rate = check_drop_rate(body["webhook_drop_rate"]) if "webhook_drop_rate" in body else UNSET
-    return fal_key, faults, drop_rate
+    settings: dict[str, Any] = {}
+    if "fal_key" in body:
+        if not (body["fal_key"] is None or isinstance(body["fal_key"], str)):
+            raise ValueError("fal_key must be a string or null")
+        settings["fal_key"] = body["fal_key"]
+    if "faults" in body:
+        settings["faults"] = Faults.from_json(body["faults"])
+    if "webhook_drop_rate" in body:
+        settings["webhook_drop_rate"] = check_drop_rate(body["webhook_drop_rate"])
+    if "history_lists" in body:
+        settings["history_lists"] = check_history_lists(body["history_lists"])
+    return settings
 
 
 def _job_record(job: Job, delivery: Delivery | None) -> dict[str, Any]:
@@ -629,6 +732,8 @@ def _job_record(job: Job, delivery: Delivery | None) -> dict[str, Any]:
         "planned_outcome": job.plan.outcome.value,
         "in_flight": job.in_flight,
         "faults": {endpoint: dict(counts) for endpoint, counts in job.faults.items()},
+        # Deleted through the Platform API: the history shows no payloads, the file is gone.
+        "payloads_deleted": job.payloads_deleted,
         # {"state", "attempts"} when the submit asked for a webhook (see ``webhooks``).
         "webhook_delivery": None if delivery is None else delivery.to_json(),
     }
@@ -666,6 +771,8 @@ async def serve(config: EmulatorConfig, host: str, port: int) -> None:
             faults=config.faults.spec() or None,
             auth="fixed key" if config.fal_key is not None else "any key",
             jwks_url=emulator.jwks_url,
+            api_url=emulator.api_url,
+            history_lists=config.history_lists,
             webhook_kid=emulator.webhook_jwks()["keys"][-1]["kid"],
             webhook_user_id=config.webhook_user_id,
             webhook_retry_delays=list(config.webhook_retry_delays),
