@@ -39,6 +39,7 @@ class Backlog:
         self._max = max_requests
         self._body_budget = body_bytes
         self._names: dict[str, str] = {}
+        self._epochs: dict[Partition, int] = {}  # bumped when a partition's requests are dropped
         self._clock = tools.clock
         self._metrics = tools.metrics
         self._log = tools.log
@@ -104,9 +105,12 @@ class Backlog:
             item = self._scheduler.pick(self._clock.monotonic(), self._may_start)
             if item is None:
                 return
+            epoch = self._epochs.get(item.place, 0)
             record = await self._record_of(item)
             if record is None:
                 return
+            if self._epochs.get(item.place, 0) != epoch:
+                continue  # its partition was revoked while its body was read: not ours now
             turn(record, self._clock.now(), self._clock.monotonic() - item.since)
 
     async def _record_of(self, item: Waiting) -> InboundRecord | None:
@@ -136,6 +140,8 @@ class Backlog:
         """Forget the waiting requests of partitions no longer ours (all when None)."""
         if parts is None:
             parts = {w.place for w in self._scheduler}
+        for part in parts:
+            self._epochs[part] = self._epochs.get(part, 0) + 1
         self._scheduler.drop(parts)
 
     def observe(self) -> None:

@@ -100,6 +100,8 @@ class FakeInbox:
         self.commit_violations: list[str] = []
         self.fetches = 0
         self.reads = 0  # records read again (bodies the backlog did not keep)
+        self.reading = asyncio.Event()
+        self.read_gate: asyncio.Event | None = None
         self.rewinds = 0
         self.rewound = asyncio.Event()
         self.drained = asyncio.Event()  # every record was handed out (and not rewound)
@@ -148,6 +150,9 @@ class FakeInbox:
 
     async def read(self, part: Partition, offset: int) -> InboundRecord | None:
         self.reads += 1
+        self.reading.set()
+        if self.read_gate is not None:
+            await self.read_gate.wait()  # a test holds the read here
         await asyncio.sleep(0)
         log = self.logs.get(part.partition, [])
         return log[offset] if offset < len(log) else None

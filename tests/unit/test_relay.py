@@ -590,3 +590,22 @@ async def test_the_fleet_cap_gives_a_replica_its_share_by_partitions() -> None:
         await relay.partitions_assigned({Partition(inbox.topic, 1), Partition(inbox.topic, 2)})
         await outbox.wait_for(results=12)
     assert fal.peak_in_flight == 4
+
+
+async def test_a_partition_revoked_while_a_waiting_body_is_read_starts_nothing() -> None:
+    """A waiting request's body is being read again when its partition is revoked: once the
+    read returns, the request is not started (the partition is another replica's now)."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.read_gate = asyncio.Event()
+    inbox.append(0, request("first", "first polls=2"))
+    inbox.append(0, request("second", "second"))
+    async with running(inbox, outbox, fal, limit=1, backlog_body_bytes=0) as relay:
+        async with asyncio.timeout(10):
+            await inbox.reading.wait()  # "first" is done and "second"'s turn came
+        await relay.partitions_revoked({Partition(inbox.topic, 0)})
+        inbox.read_gate.set()
+        await outbox.wait_for(results=1)
+        assert relay.waiting == 0
+    assert [e.request_id for e in outbox.results] == ["first"]
+    assert [a["prompt"] for a in fal.submitted] == ["first polls=2"]
+    assert inbox.committed == {0: 1}
