@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     fal_jwks_url: str = Field(
         default="https://rest.alpha.fal.ai/.well-known/jwks.json", pattern=r"^https?://[^/\s]+"
     )
+    # fal's Platform API (its request history), with the same FAL_KEY as the queue.
+    fal_api_url: str = Field(default="https://api.fal.ai/v1", pattern=r"^https?://[^/\s]+")
+    # Ask fal's request history about a submit whose answer was lost; false: behave as before.
+    relay_fal_history: bool = True
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     relay_fal_max_connections: int = Field(default=64, ge=1, le=1024)
     # Sharing the fal account (README "Sharing one fal account").

@@ -9,6 +9,9 @@ at the seam that meets them, so the relay decides on ``code`` and ``retryable`` 
     |   +-- FalUnavailable          fal_unavailable  yes  (transport errors, 5xx, 429)
     |   +-- FalTimeout              timeout          yes  (our deadline or fal's)
     |   +-- FalResultExpired        result_expired   no   (fal no longer knows the job)
+    |   +-- FalHistoryRefused       fal_rejected     no   (fal's request history cannot answer:
+    |       |                                              4xx other than 401/403/408/429)
+    |       +-- FalHistoryIncomplete fal_rejected    no   (more pages than the caller allowed)
     +-- SettingsError                                     (bad configuration; exit code 2)
 
 ``code`` is the error code of the contract's result event; ``details`` is fal's own detail
@@ -74,6 +77,19 @@ class FalTimeout(FalError):
 
 class FalResultExpired(FalError):
     code = "result_expired"
+
+
+class FalHistoryRefused(FalError):
+    """fal's request history will not answer this question (an unknown endpoint or route, a
+    query it refuses): the caller goes on without it, as before there was one. Its code is the
+    contract's word for "fal refused", should it ever reach a result event."""
+
+    code = "fal_rejected"
+
+
+class FalHistoryIncomplete(FalHistoryRefused):
+    """The window holds more requests than the caller would page through: the answer would be
+    partial, and a partial answer cannot tell that a request is absent."""
 
 
 class SettingsError(RelayError):

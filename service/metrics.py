@@ -100,7 +100,8 @@ class RelayMetrics:
         )
         self.fal_http = Counter(
             p + "fal_http_requests",
-            "HTTP calls to fal by endpoint (submit/status/result/cancel) and status class.",
+            "HTTP calls to fal by endpoint (submit/status/stream/result/cancel, and history for "
+            "the Platform API's request history) and status class.",
             ["endpoint", "status_class"],
             registry=r,
         )
@@ -208,7 +209,7 @@ RESULT_SERIES = (
     *(("failed", code) for code in ERROR_CODES if code != "cancelled"),
     ("cancelled", "cancelled"),
 )
-FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel")
+FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel", "history")
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "error")
 TOPIC_KINDS = ("results", "dead_letter", "ledger")
 

@@ -3,6 +3,7 @@
 ``Inbox`` (requests in, offsets out) and ``Outbox`` (results and dead letters out) are Kafka
 in production (``service.adapters.kafka``); ``LedgerFeed`` keeps the ledger view
 (``service.adapters.ledger``); ``VideoJobs`` is fal's queue (``service.adapters.fal``);
+``FalHistory`` is fal's record of the requests it received (``service.adapters.fal_history``);
 ``Clock`` is time, every wait included. Tests substitute plain fakes.
 
 A job at fal is named by ``FalRef`` (``service.core.ledger``): the ids and URLs fal gave at
@@ -159,6 +160,35 @@ class VideoJobs(Protocol):
 
     async def result(self, job: FalRef) -> FalOutput: ...
     async def cancel(self, job: FalRef) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FalHistoryItem:
+    """One request fal has on record for the endpoint, as its request history lists it.
+
+    Only ``request_id`` is sure to be there; anything fal left out or sent in a shape we do
+    not read is None. ``sent_at`` None keeps the item all the same: its input may still be
+    the one being looked for. ``ended_at`` None: not ended yet (or not said).
+    ``json_input`` and ``json_output`` are fal's stored payloads (None once deleted).
+    """
+
+    request_id: str
+    sent_at: datetime | None = None
+    ended_at: datetime | None = None
+    status_code: int | None = None
+    json_input: Mapping[str, Any] | None = None
+    json_output: Mapping[str, Any] | None = None
+
+
+class FalHistory(Protocol):
+    """fal's request history for one endpoint: what it received, including a submit whose
+    answer never reached us. Methods raise ``service.errors.FalError`` subclasses; a
+    ``FalHistoryRefused`` means the history cannot answer (go on without it)."""
+
+    async def requests(self, since: datetime, until: datetime) -> list[FalHistoryItem]:
+        """Every request sent in ``[since, until)`` (timezone-aware), each once, with its
+        payloads. Whether a request not ended yet is listed is fal's choice: a caller must
+        work either way."""
 
 
 class Clock(Protocol):
