@@ -2,11 +2,17 @@
 
 Kafka's group assignment is the only coordinator: a replica's share follows the partitions
 of the requests topic it owns, ``ceil(cap * owned / total)``. Rounding up means no partition
-starves (a replica with one partition of many still gets a slot), and it is the whole of the
-overshoot: the shares of R replicas add up to at most ``cap + R - 1``, so the fleet's jobs at
-fal exceed the cap by at most one per replica beyond the first. Jobs a replica resumes after
-a take-over count against its share (they are running at fal), and it submits nothing new
-until it is below it again; so a rebalance moves jobs between replicas without adding any.
+starves (a replica with one partition of many still gets a slot): the shares of R replicas
+add up to at most ``cap + R - 1``, one job per replica beyond the first.
+
+A rebalance moves jobs with their partitions, and a replica may then hold more than its new
+share (it resumed them; they run at fal anyway), while another holds less than its own. Were
+the shares alone the rule, the second would fill its share and the group would exceed the cap
+until the first's extra jobs ended. So the shell (``service.relay.context.Jobs``) also asks
+the shared ledger: a replica starts a job only while the group's jobs at fal (the ledger's
+``submitted`` entries, whoever holds them) plus its own being submitted stay below the cap.
+Replicas starting in the same moment, before they see each other's entries, can still pass
+it: that is the stated bound, at most one job per replica beyond the first.
 """
 
 from __future__ import annotations

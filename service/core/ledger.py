@@ -95,16 +95,26 @@ class LedgerView:
     def __init__(self, retention: timedelta) -> None:
         self.retention = retention
         self._entries: dict[str, LedgerEntry] = {}
+        self.at_fal = 0  # entries of jobs at fal (submitted, not finished), kept as it changes
 
     def apply(self, key: str, entry: LedgerEntry | None) -> None:
         """Apply one ledger record; ``None`` is a tombstone. An entry older than the one held
         is ignored, so the relay can apply its own writes at once and again when read back."""
-        if entry is None:
-            self._entries.pop(key, None)
-            return
         held = self._entries.get(key)
+        if entry is None:
+            if held is not None:
+                self._forget(key, held)
+            return
         if held is None or entry.supersedes(held):
+            self.at_fal += (entry.state == "submitted") - (
+                held is not None and held.state == "submitted"
+            )
             self._entries[key] = entry
+
+    def _forget(self, key: str, held: LedgerEntry) -> None:
+        del self._entries[key]
+        if held.state == "submitted":
+            self.at_fal -= 1
 
     def run_times(self) -> list[tuple[str, float]]:
         """(shape, run time) of the finished jobs held, oldest first."""
@@ -151,7 +161,7 @@ class LedgerView:
             if e.state != "submitted" and now - e.at > self.retention
         ]
         for key in old:
-            del self._entries[key]
+            self._forget(key, self._entries[key])
         return len(old)
 
     def counts(self) -> dict[str, int]:

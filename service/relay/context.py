@@ -8,11 +8,12 @@ letting go of a job is one call (``Jobs.release``) that cannot forget a piece.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from service.core.jobs import Job, JobBook, JobEvent
+from service.core.jobs import Job, JobBook, JobEvent, JobState
 from service.core.ledger import FalRef, Source
 from service.core.offsets import Partition
 from service.core.progress import ProgressGate
@@ -56,6 +57,7 @@ class Jobs:
         self._book = JobBook(limit)
         self._contexts: dict[str, JobContext] = {}
         self._by_tenant: Counter[str] = Counter()
+        self._fleet: tuple[int, Callable[[], int]] | None = None
 
     @property
     def limit(self) -> int:
@@ -78,7 +80,25 @@ class Jobs:
 
     @property
     def free_slots(self) -> int:
-        return self._book.free_slots
+        """Jobs that may start now: below this replica's limit and, with a fleet cap, below
+        the cap for the whole group as the shared ledger shows it (jobs at fal, whoever holds
+        them) plus this replica's jobs being submitted (not in the ledger yet)."""
+        free = self._book.free_slots
+        if self._fleet is None or free <= 0:
+            return free
+        cap, at_fal = self._fleet
+        submitting = sum(
+            1
+            for rid in self._contexts
+            if (job := self._book.get(rid)) and job.state is JobState.RECEIVED
+        )
+        return min(free, cap - at_fal() - submitting)
+
+    def set_fleet(self, cap: int, at_fal: Callable[[], int]) -> None:
+        """The account's cap and how many jobs the whole group has at fal: after a rebalance
+        one replica may hold more than its share (it resumed them), and the others must not
+        fill theirs meanwhile."""
+        self._fleet = (cap, at_fal)
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._contexts

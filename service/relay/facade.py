@@ -57,6 +57,7 @@ class Relay:
         self._jobs = jobs = Jobs(config.max_in_flight)
         if config.fal_concurrency is not None:
             jobs.set_limit(0)  # a share of the account comes with the first partitions
+            jobs.set_fleet(config.fal_concurrency, lambda: view.at_fal)
         self._board = board = WorkBoard()
         self._run_times = RunTimes()
         parts = PartitionStates()

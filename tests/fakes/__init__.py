@@ -99,6 +99,7 @@ class FakeInbox:
         self.committed: dict[int, int] = {}
         self.commit_violations: list[str] = []
         self.fetches = 0
+        self.fetched = asyncio.Event()  # set at every fetch: the intake loop went round
         self.reads = 0  # records read again (bodies the backlog did not keep)
         self.reading = asyncio.Event()
         self.read_gate: asyncio.Event | None = None
@@ -116,6 +117,7 @@ class FakeInbox:
 
     async def fetch(self, max_records: int, max_wait: float) -> list[InboundRecord]:
         self.fetches += 1
+        self.fetched.set()
         if self.assign_on_next_fetch is not None:
             # A partition assigned during getmany starts unpaused, as in Kafka.
             self.logs.setdefault(self.assign_on_next_fetch, [])

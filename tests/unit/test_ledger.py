@@ -120,3 +120,22 @@ def test_an_end_beats_its_submit_whatever_the_writers_clocks_say() -> None:
     assert v.decide("r1", HERE, T0 + timedelta(seconds=31)) is Intake.DONE
     v.apply("r1", submitted)  # read back late: still done
     assert v.decide("r1", HERE, T0 + timedelta(seconds=31)) is Intake.DONE
+
+
+def test_the_count_of_jobs_at_fal_follows_every_change() -> None:
+    """``at_fal`` (what the fleet cap reads) counts submitted entries as they come, end,
+    are read back late, are tombstoned and expire."""
+    v = view(entry("submitted", key="a"), entry("submitted", key="b", source=ELSEWHERE))
+    assert v.at_fal == 2
+    v.apply("a", entry("submitted", key="a"))  # our own write read back
+    assert v.at_fal == 2
+    v.apply("a", entry("finished", key="a", at=T0 + timedelta(seconds=5)))
+    assert v.at_fal == 1
+    v.apply("a", entry("submitted", key="a"))  # a late copy of the submit changes nothing
+    assert v.at_fal == 1
+    v.apply("b", None)
+    assert v.at_fal == 0
+    v.apply("c", entry("submitted", key="c"))
+    assert v.expire(T0 + timedelta(days=30)) == 1  # "a" ended long ago; "c" is still at fal
+    assert v.at_fal == 1
+    assert v.at_fal == v.counts()["submitted"]

@@ -609,3 +609,36 @@ async def test_a_partition_revoked_while_a_waiting_body_is_read_starts_nothing()
     assert [e.request_id for e in outbox.results] == ["first"]
     assert [a["prompt"] for a in fal.submitted] == ["first polls=2"]
     assert inbox.committed == {0: 1}
+
+
+async def test_the_fleet_cap_counts_the_jobs_other_replicas_hold_at_fal() -> None:
+    """After a rebalance one replica may hold more than its share (it resumed them): while the
+    group's jobs at fal, as the shared ledger shows them, are at the cap, another replica
+    starts nothing; as they finish, it starts only what the cap leaves."""
+    others = [submitted(f"other-{i}", i, f"fal-other-{i}", partition=2) for i in range(3)]
+    clock, inbox, outbox, fal = FakeClock(), FakeInbox(partitions=3), FakeOutbox(), FakeFal()
+    for i in range(4):
+        inbox.append(0, request(f"r-{i}", f"r-{i}"))
+    async with running(
+        inbox, outbox, fal, limit=10, fal_concurrency=3, ledger=others, preloaded=True, clock=clock
+    ) as relay:
+        await relay.partitions_assigned({Partition(inbox.topic, 0)})  # share: ceil(3/3) = 1
+        async with asyncio.timeout(10):
+            await inbox.drained.wait()
+            for _turn in range(2):  # the loop went round after taking the last record
+                inbox.fetched.clear()
+                await clock.timer_armed.wait()  # intake idles until a slot frees, or time passes
+                clock.timer_armed.clear()
+                clock.advance(1.0)
+                await inbox.fetched.wait()
+        assert fal.submitted == []
+        assert relay.waiting == 4
+        for entry in others[:2]:  # two of the other replica's jobs end
+            done = LedgerEntry(
+                key=entry.key, state="finished", source=entry.source, at=T0, status="succeeded"
+            )
+            relay._view.apply(done.key, done)  # what the ledger feed does as it reads them
+        await clock.timer_armed.wait()
+        clock.advance(1.0)  # time passes: the idle intake looks again
+        await outbox.wait_for(results=4)
+    assert fal.peak_in_flight == 1
