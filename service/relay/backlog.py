@@ -52,10 +52,16 @@ class Backlog:
             tenants.weights(), default_weight=tenants.default.weight, aging=aging
         )
         # Every tenant's series from the start, at zero (rate() sees a tenant's first start).
+        # The gauges are read when /metrics is scraped, not kept up to date on the hot path.
         for label in tenants.labels():
             self._metrics.tenant_starts.labels(label)
             self._metrics.tenant_wait.labels(label)
-        self.observe()
+            self._metrics.tenant_waiting.labels(label).set_function(
+                self._per_label(self._scheduler.waiting_by_tenant, label)
+            )
+            self._metrics.tenant_running.labels(label).set_function(
+                self._per_label(self._jobs.by_tenant, label)
+            )
 
     def __len__(self) -> int:
         return len(self._scheduler)
@@ -144,14 +150,9 @@ class Backlog:
             self._epochs[part] = self._epochs.get(part, 0) + 1
         self._scheduler.drop(parts)
 
-    def observe(self) -> None:
-        """Waiting requests and held jobs per tenant label, for the metrics."""
-        for gauge, by_tenant in (
-            (self._metrics.tenant_waiting, self._scheduler.waiting_by_tenant()),
-            (self._metrics.tenant_running, self._jobs.by_tenant()),
-        ):
-            counts = dict.fromkeys(self._tenants.labels(), 0)
-            for tenant, n in by_tenant.items():
-                counts[self._tenants.label(tenant)] += n
-            for label, n in counts.items():
-                gauge.labels(label).set(n)
+    def _per_label(
+        self, by_tenant: Callable[[], dict[str, int]], label: str
+    ) -> Callable[[], float]:
+        """How many of ``by_tenant``'s count under the metric label ``label``."""
+        tenants = self._tenants
+        return lambda: sum(n for t, n in by_tenant().items() if tenants.label(t) == label)

@@ -59,10 +59,6 @@ class Jobs:
         self._by_tenant: Counter[str] = Counter()
         self._fleet: tuple[int, Callable[[], int]] | None = None
 
-    @property
-    def limit(self) -> int:
-        return self._book.limit
-
     def set_limit(self, limit: int) -> None:
         """A new limit (the fleet share moved); jobs above it keep running, none starts."""
         self._book.limit = max(0, limit)

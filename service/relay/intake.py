@@ -94,7 +94,6 @@ class Intake:
             self._take(records)
             if not self._gate.refused:
                 await self._backlog.dispatch(self._records.turn_came)
-            self._backlog.observe()
             await self._commits.maybe_commit()
             now = self._clock.monotonic()
             if now - self._last_expiry_at >= cfg.ledger_expiry_interval:

@@ -56,11 +56,6 @@ class FakeClock:
             if end <= self.elapsed and not timer.expired():
                 timer.reschedule(loop.time())  # asyncio's own expiry, at the next loop turn
 
-    @property
-    def timers(self) -> int:
-        """Timeouts running now."""
-        return len(self._timers)
-
     @asynccontextmanager
     async def timeout(self, seconds: float | None) -> AsyncIterator[None]:
         async with asyncio.timeout(None) as timer:

@@ -22,6 +22,7 @@ from service.messages import VideoRequest
 from service.metrics import RelayMetrics
 from service.ports import FalOutput, FalPhase, FalStatus, SubmitOptions
 from service.relay import Relay, RelayConfig
+from service.tenants import TenantPolicy, Tenants
 from tests.fakes import FakeClock, FakeFal, FakeInbox, FakeLedgerFeed, FakeOutbox
 
 
@@ -39,6 +40,7 @@ async def running(
     ledger: list[LedgerEntry] | None = None,
     preloaded: bool = False,
     clock: FakeClock | None = None,
+    metrics: RelayMetrics | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Relay]:
     """A relay over the fakes; ``ledger`` is what a previous process left in the ledger, read
@@ -56,7 +58,7 @@ async def running(
         ledger=FakeLedgerFeed(view, ledger),
         view=view,
         clock=clock,
-        metrics=RelayMetrics(),
+        metrics=metrics or RelayMetrics(),
         config=RelayConfig(max_in_flight=limit, poll=PollSchedule(0.01, 0.05), **cfg),
     )
     task = asyncio.create_task(relay.run())
@@ -642,3 +644,31 @@ async def test_the_fleet_cap_counts_the_jobs_other_replicas_hold_at_fal() -> Non
         clock.advance(1.0)  # time passes: the idle intake looks again
         await outbox.wait_for(results=4)
     assert fal.peak_in_flight == 1
+
+
+async def test_tenant_gauges_count_by_label_when_scraped() -> None:
+    """Waiting and held jobs per tenant label: tenants of the file by name, the rest as
+    ``other``; read when /metrics is scraped."""
+    metrics = RelayMetrics()
+    tenants = Tenants(tenants={"a": TenantPolicy()})
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    inbox.append(0, request("a-0", "hold", tenant="a"))
+    inbox.append(0, request("a-1", "a-1", tenant="a"))
+    inbox.append(0, request("z-1", "z-1", tenant="zeta"))
+    inbox.append(0, request("z-2", "z-2", tenant="omega"))
+    async with running(inbox, outbox, fal, limit=1, metrics=metrics, tenants=tenants) as relay:
+        await fal.wait_submitted(1)
+        async with asyncio.timeout(10):
+            await inbox.drained.wait()
+            while relay.waiting < 3:  # taken in the intake turn that drained the inbox
+                inbox.fetched.clear()
+                await inbox.fetched.wait()
+
+        def sample(name: str, label: str) -> float | None:
+            return metrics.registry.get_sample_value(name, {"tenant": label})
+
+        assert sample("lynx_relay_tenant_waiting", "a") == 1
+        assert sample("lynx_relay_tenant_waiting", "other") == 2
+        assert sample("lynx_relay_tenant_waiting", "default") == 0
+        assert sample("lynx_relay_tenant_running", "a") == 1
+        assert sample("lynx_relay_tenant_running", "other") == 0
