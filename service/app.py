@@ -22,6 +22,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from service.adapters.clock import SystemClock
 from service.adapters.fal import FalQueue, parse_webhook
+from service.adapters.fal_history import FalRequestHistory
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
 from service.adapters.kafka_client import KafkaRefused, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
@@ -97,6 +98,13 @@ class RelayService:
             status, output = parse_webhook(body)
             self._relay.webhook_delivered(fal_request_id, status, output)
 
+    def _ready_detail(self) -> dict[str, Any]:
+        relay = self._relay
+        if relay is None:
+            return {}
+        off = relay.fal_history_off
+        return {"fal_history": "on" if off is None else f"off: {off}"}
+
     def _is_ready(self) -> bool:
         relay = self._relay
         return (
@@ -131,6 +139,7 @@ class RelayService:
                 self.metrics.registry,
                 is_live=self._is_live,
                 is_ready=self._is_ready,
+                ready_detail=self._ready_detail,
                 webhooks=webhooks,
             )
             await self._ops.start(s.relay_http_host, s.relay_http_port)
@@ -171,6 +180,13 @@ class RelayService:
                     backlog_max=s.relay_backlog_max_requests,
                     backlog_body_bytes=s.relay_backlog_body_bytes,
                     priority_aging=s.relay_priority_aging_s,
+                    history_off=s.fal_history_off,
+                    reconcile_interval=s.relay_reconcile_interval_s,
+                    reconcile_give_up=s.relay_reconcile_give_up_s,
+                    reconcile_skew=s.relay_reconcile_skew_s,
+                ),
+                history=FalRequestHistory(
+                    http, api_url=s.fal_api_url, endpoint=s.fal_endpoint, metrics=self.metrics
                 ),
             )
             try:

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     fal_api_url: str = Field(default="https://api.fal.ai/v1", pattern=r"^https?://[^/\s]+")
     # Ask fal's request history about a submit whose answer was lost; false: behave as before.
     relay_fal_history: bool = True
+    # Reconciling an ambiguous submit with that history (README "When a submit's answer is lost").
+    relay_reconcile_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    relay_reconcile_give_up_s: float = Field(default=1200.0, gt=0, le=7 * 24 * 3600)
+    relay_reconcile_skew_s: float = Field(default=30.0, ge=0, le=3600)
     relay_fal_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     relay_fal_max_connections: int = Field(default=64, ge=1, le=1024)
     # Sharing the fal account (README "Sharing one fal account").
@@ -174,6 +178,16 @@ class Settings(BaseSettings):
         """The tenants file, read once (``load_settings`` reads it, so a bad file stops the
         start like any bad setting)."""
         return load_tenants(self.relay_tenants_file)
+
+    @property
+    def fal_history_off(self) -> str | None:
+        """Why fal's request history is not asked, or None when it is."""
+        if not self.relay_fal_history:
+            return "RELAY_FAL_HISTORY=false"
+        if self.fal_key is None and not is_local_url(self.fal_api_url):
+            # A local queue without a key: the emulator's placeholder key is not sent to fal.
+            return "FAL_KEY is not set and FAL_API_URL is not a local emulator"
+        return None
 
     @property
     def fal_key_value(self) -> str:

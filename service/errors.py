@@ -7,6 +7,8 @@ at the seam that meets them, so the relay decides on ``code`` and ``retryable`` 
     |   +-- FalRejected             fal_rejected     no   (4xx: fal refused the input)
     |   +-- FalJobFailed            fal_failed       per fal (the job ran and failed)
     |   +-- FalUnavailable          fal_unavailable  yes  (transport errors, 5xx, 429)
+    |   |   +-- FalSubmitUnknown    fal_unavailable  yes  (a submit sent, its answer lost: fal
+    |   |                                                  may have created the job)
     |   +-- FalTimeout              timeout          yes  (our deadline or fal's)
     |   +-- FalResultExpired        result_expired   no   (fal no longer knows the job)
     |   +-- FalHistoryRefused       fal_rejected     no   (fal's request history cannot answer:
@@ -68,6 +70,12 @@ class FalJobFailed(FalError):
 class FalUnavailable(FalError):
     code = "fal_unavailable"
     default_retryable = True
+
+
+class FalSubmitUnknown(FalUnavailable):
+    """A submit was sent and its answer lost (a reset or timeout after sending, a gateway 5xx,
+    an answer we cannot read): fal may or may not have created the job. Never sent again as
+    is; fal's request history settles it (``service.relay.reconcile``)."""
 
 
 class FalTimeout(FalError):

@@ -199,6 +199,35 @@ class RelayMetrics:
             "RELAY_FAL_CONCURRENCY by the partitions it owns.",
             registry=r,
         )
+        # Submits whose answer was lost, settled with fal's request history (issue 13).
+        self.reconciliations_started = Counter(
+            p + "reconciliations_started",
+            "Submits whose outcome was unknown (an answer lost, or a process gone between fal's "
+            "answer and the ledger's) that were looked for in fal's request history.",
+            registry=r,
+        )
+        self.reconciliations = Counter(
+            p + "reconciliations",
+            "How reconciliations ended: adopted (fal had the job: watched, not paid again), "
+            "submitted_again (not in the history past RELAY_RECONCILE_GIVE_UP_S), given_up (the "
+            "history could not be read: failed as fal_unavailable, or submitted again after a "
+            "take-over, as without a history).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reconcile_seconds = Histogram(
+            p + "reconcile_seconds",
+            "Seconds from a submit's outcome becoming unknown until it was settled.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+            registry=r,
+        )
+        self.fal_history_available = Gauge(
+            p + "fal_history_available",
+            "1 while fal's request history can settle lost submit answers; 0 when it is off or "
+            "refused (RELAY_FAL_HISTORY, or 401/403/404 there): such submits then fail as "
+            "fal_unavailable.",
+            registry=r,
+        )
         zero_series(self)
 
 
@@ -212,6 +241,7 @@ RESULT_SERIES = (
 FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel", "history")
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "error")
 TOPIC_KINDS = ("results", "dead_letter", "ledger")
+RECONCILE_OUTCOMES = ("adopted", "submitted_again", "given_up")
 
 
 def zero_series(metrics: RelayMetrics) -> None:
@@ -224,6 +254,8 @@ def zero_series(metrics: RelayMetrics) -> None:
     for endpoint in FAL_ENDPOINTS:
         for cls in STATUS_CLASSES:
             metrics.fal_http.labels(endpoint, cls)
+    for outcome in RECONCILE_OUTCOMES:
+        metrics.reconciliations.labels(outcome)
     for kind in TOPIC_KINDS:
         metrics.publish_failures.labels(kind)
         metrics.kafka_writes_failing.labels(kind).set(0)

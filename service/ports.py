@@ -71,8 +71,9 @@ class Outbox(Protocol):
     the write (acks=all) and raises otherwise; the writes of one call land atomically (a Kafka
     transaction), so a crash can never leave a result without its ledger entry."""
 
-    async def record_submitted(self, entry: LedgerEntry) -> None:
-        """The ledger entry of a job fal just accepted."""
+    async def record_job(self, entry: LedgerEntry) -> None:
+        """A job's ledger entry on its way to fal: its ``intent`` before the submit, its
+        ``submitted`` entry once fal has it."""
 
     async def finish(self, event: ResultEvent, entry: LedgerEntry) -> None:
         """The result event and the job's ``finished`` ledger entry."""
@@ -153,7 +154,13 @@ class VideoJobs(Protocol):
 
     async def submit(
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
-    ) -> FalRef: ...
+    ) -> FalRef:
+        """Raises ``FalSubmitUnknown`` when the submit was sent and its answer lost (fal may
+        have the job); any other error means no job was created."""
+
+    def ref_for(self, fal_request_id: str) -> FalRef:
+        """A job known only by its fal request id (from fal's request history)."""
+
     async def status(self, job: FalRef) -> FalStatus: ...
     def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
         """fal's status stream: statuses as they change, ending after COMPLETED."""

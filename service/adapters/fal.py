@@ -8,7 +8,8 @@ Retries (stamina, capped exponential backoff with jitter):
   that did not come from the model (no ``x-fal-request-id`` header);
 - submit is a POST that creates a paid job, so it is retried only when the job surely was not
   created: the connection could not be made (``httpx.ConnectError``) or fal answered 429.
-  A submit whose response was lost is *not* retried: it ends as ``fal_unavailable``.
+  A submit whose answer was lost is *not* retried: it raises ``FalSubmitUnknown``, which the
+  relay settles with fal's request history (or fails as ``fal_unavailable`` without one).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from service.errors import (
     FalJobFailed,
     FalRejected,
     FalResultExpired,
+    FalSubmitUnknown,
     FalTimeout,
     FalUnauthorized,
     FalUnavailable,
@@ -43,6 +45,7 @@ from service.ports import (
 )
 
 _PHASES = {phase.value: phase for phase in FalPhase}
+_NAMESPACES = ("workflows", "comfy")  # an endpoint id's first segment that is a namespace
 
 
 class _NotSent(FalUnavailable):
@@ -68,6 +71,10 @@ class FalQueue:
         # fal's log lines are asked for only when someone reads them (progress events).
         self._logs = "1" if with_logs else "0"
         self._submit_url = f"{base_url.rstrip('/')}/{endpoint.strip('/')}"
+        # Status, result and cancel URLs name the app without its subpath ([ns/]owner/alias).
+        segments = endpoint.strip("/").split("/")
+        width = 3 if segments[0] in _NAMESPACES else 2
+        self._requests_url = f"{base_url.rstrip('/')}/{'/'.join(segments[:width])}/requests"
         # fal POSTs the job's outcome there when it completes (RELAY_WATCH_MODE=webhook).
         self._submit_params = {"fal_webhook": webhook_url} if webhook_url else None
         self._metrics = metrics
@@ -78,18 +85,26 @@ class FalQueue:
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
     ) -> FalRef:
         headers = submit_headers(options)
-        async for attempt in stamina.retry_context(
-            on=_not_sent, attempts=self._attempts, timeout=self._retry_timeout
-        ):
-            with attempt:
-                body = await self._call(
-                    "submit",
-                    "POST",
-                    self._submit_url,
-                    json=dict(arguments),
-                    headers=headers,
-                    params=self._submit_params,
-                )
+        try:
+            async for attempt in stamina.retry_context(
+                on=_not_sent, attempts=self._attempts, timeout=self._retry_timeout
+            ):
+                with attempt:
+                    body = await self._call(
+                        "submit",
+                        "POST",
+                        self._submit_url,
+                        json=dict(arguments),
+                        headers=headers,
+                        params=self._submit_params,
+                    )
+        except _NotSent:
+            raise
+        except FalUnavailable as exc:
+            # Sent, and no answer we can trust: fal may have created the job.
+            raise FalSubmitUnknown(
+                exc.message, details=exc.details, status_code=exc.status_code
+            ) from None
         try:
             return FalRef(
                 request_id=str(body["request_id"]),
@@ -98,7 +113,18 @@ class FalQueue:
                 cancel_url=str(body["cancel_url"]),
             )
         except (KeyError, TypeError) as exc:
-            raise FalUnavailable(f"fal's submit answer lacks {exc}", retryable=False) from None
+            raise FalSubmitUnknown(f"fal's submit answer lacks {exc}") from None
+
+    def ref_for(self, fal_request_id: str) -> FalRef:
+        """The URLs of a job known only by its fal request id (found in fal's request
+        history), built as fal's own clients build them."""
+        url = f"{self._requests_url}/{fal_request_id}"
+        return FalRef(
+            request_id=fal_request_id,
+            status_url=f"{url}/status",
+            response_url=url,
+            cancel_url=f"{url}/cancel",
+        )
 
     async def status(self, job: FalRef) -> FalStatus:
         body = await self._idempotent("status", "GET", job.status_url, params={"logs": self._logs})

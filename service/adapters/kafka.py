@@ -260,7 +260,7 @@ class KafkaOutbox:
 
     # --- the Outbox port ------------------------------------------------------------------
 
-    async def record_submitted(self, entry: LedgerEntry) -> None:
+    async def record_job(self, entry: LedgerEntry) -> None:
         await self._write([self._ledger_record(entry)])
 
     async def finish(self, event: ResultEvent, entry: LedgerEntry) -> None:

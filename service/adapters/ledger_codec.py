@@ -6,12 +6,16 @@ rejected message); value = one JSON object (below); a null value is a tombstone.
 names the process that wrote it (``writer``, new at each start), for operators reading the
 topic.
 
-    {"v": 1, "state": "submitted" | "finished" | "rejected", "writer": "...",
+    {"v": 1, "state": "intent" | "submitted" | "finished" | "rejected", "writer": "...",
      "source": {"topic", "partition", "offset"}, "at": "<RFC 3339>",
      "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
      "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
      "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null,
-     "tenant": "..." | null}
+     "tenant": "..." | null, "digest": "<sha256 hex>" | null, "fal_request_id": "..." | null}
+
+``digest`` is an intent's (the body about to be submitted); ``fal_request_id`` a finished
+job's fal job, so that fal's history never gives it to another request. Both are optional:
+records written before they existed read as null.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from service.core.ledger import FalRef, LedgerEntry, Source
+from service.core.ledger import ENTRY_STATES, FalRef, LedgerEntry, Source
 from service.messages import format_timestamp
 
 
@@ -52,6 +56,11 @@ def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
         "run_s": entry.run_s,
         "tenant": entry.tenant,
     }
+    # Only when set: every finished entry would otherwise carry two nulls.
+    if entry.digest is not None:
+        body["digest"] = entry.digest
+    if entry.fal_request_id is not None:
+        body["fal_request_id"] = entry.fal_request_id
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -78,7 +87,13 @@ def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
         shape=body.get("shape"),
         run_s=float(body["run_s"]) if isinstance(body.get("run_s"), int | float) else None,
         tenant=str(body["tenant"]) if isinstance(body.get("tenant"), str) else None,
+        digest=_opt_str(body.get("digest")),
+        fal_request_id=_opt_str(body.get("fal_request_id")),
     )
-    if entry.state not in ("submitted", "finished", "rejected"):
+    if entry.state not in ENTRY_STATES:
         raise ValueError(f"unknown ledger state {entry.state!r}")
     return entry, str(body.get("writer", ""))
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -25,11 +25,13 @@ class OpsServer:
         *,
         is_live: Callable[[], bool],
         is_ready: Callable[[], bool],
+        ready_detail: Callable[[], dict[str, Any]] = dict,
         webhooks: tuple[WebhookVerifier, Callable[[str, dict[str, Any]], None]] | None = None,
     ) -> None:
         self._registry = registry
         self._is_live = is_live
         self._is_ready = is_ready
+        self._ready_detail = ready_detail
         self._webhooks = webhooks
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -64,7 +66,9 @@ class OpsServer:
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         ok = self._is_ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        # The detail explains, never decides: a relay that works without fal's history is
+        # ready all the same.
+        return web.json_response({"ready": ok, **self._ready_detail()}, status=200 if ok else 503)
 
     async def _webhook(self, request: web.Request) -> web.Response:
         assert self._webhooks is not None

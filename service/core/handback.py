@@ -3,7 +3,8 @@
 - A job still being submitted (RECEIVED) finishes its submit and its ledger write, then
   stops by itself: cancelling it could leave a job at fal that no ledger entry names.
 - A job recorded at fal (SUBMITTED .. COMPLETED) is let go at once: its next owner resumes it
-  from the ledger; it is never cancelled at fal.
+  from the ledger; it is never cancelled at fal. So is a job being reconciled (its submit's
+  answer was lost): its intent is in the ledger, and its next owner asks fal's history.
 - Anything else (a result, a dead letter or a cancelled event being written) gets the grace
   period to land.
 

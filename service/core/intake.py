@@ -48,6 +48,7 @@ class RecordAction(enum.Enum):
     NO_ROOM = "no_room"  # a new request but the backlog is full: rewind, take it later
     ATTACH = "attach"  # the record of a job resumed at assignment: its offset waits for it
     RESUME = "resume"  # at fal but not resumed yet (its entry came late): resume and attach
+    RECONCILE = "reconcile"  # its submit's outcome is unknown, not taken up yet: ask fal
     SKIP_DUPLICATE = "skip_duplicate"  # another record of this request_id is held or done
     SKIP_CANCELLED = "skip_cancelled"  # cancelled before it arrived: never submitted
     SKIP_DONE = "skip_done"  # this very record was finished before: a redelivery
@@ -69,7 +70,7 @@ def decide_record(f: RecordFacts) -> RecordAction:
         return RecordAction.SKIP_REJECTED if f.rejected_before else RecordAction.REJECT
     if f.kind is RecordKind.CANCEL:
         return RecordAction.CANCEL
-    if f.held and f.intake is Intake.RESUME and not f.attached:
+    if f.held and f.intake in (Intake.RESUME, Intake.RECONCILE) and not f.attached:
         return RecordAction.ATTACH
     if f.held or f.intake is Intake.DUPLICATE:
         return RecordAction.SKIP_DUPLICATE
@@ -79,6 +80,8 @@ def decide_record(f: RecordFacts) -> RecordAction:
         return RecordAction.SKIP_DONE
     if f.intake is Intake.RESUME:
         return RecordAction.RESUME
+    if f.intake is Intake.RECONCILE:
+        return RecordAction.RECONCILE
     if f.room <= 0:
         return RecordAction.NO_ROOM
     return RecordAction.QUEUE

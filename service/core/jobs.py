@@ -7,6 +7,10 @@ overshoot the limit). fal's words move it through SUBMITTED, QUEUED and RUNNING 
 CANCELLED and FAILED can also happen from any live state. A terminal job gives its slot back;
 its result event is then published by the shell, after which the job leaves the book.
 
+A submit whose answer was lost (UNKNOWN) makes the job RECONCILING: fal may have it, so it
+keeps its slot while fal's request history is asked. Found there, it is SUBMITTED; surely not
+there, it is RECEIVED again and submitted once more (RESUBMIT).
+
 fal may send a running job back to its queue (it retries runner failures internally), so
 RUNNING -> QUEUED is allowed; statuses may repeat.
 """
@@ -20,6 +24,7 @@ from datetime import datetime, timedelta
 
 class JobState(enum.Enum):
     RECEIVED = "received"
+    RECONCILING = "reconciling"
     SUBMITTED = "submitted"
     QUEUED = "queued"
     RUNNING = "running"
@@ -34,6 +39,8 @@ class JobState(enum.Enum):
 
 
 class JobEvent(enum.Enum):
+    UNKNOWN = "unknown"  # the submit's answer was lost
+    RESUBMIT = "resubmit"  # fal's history shows no such job: submit again
     SUBMITTED = "submitted"
     QUEUED = "queued"
     STARTED = "started"
@@ -44,12 +51,21 @@ class JobEvent(enum.Enum):
 
 
 _TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-_LIVE = (JobState.RECEIVED, JobState.SUBMITTED, JobState.QUEUED, JobState.RUNNING)
+_LIVE = (
+    JobState.RECEIVED,
+    JobState.RECONCILING,
+    JobState.SUBMITTED,
+    JobState.QUEUED,
+    JobState.RUNNING,
+)
 _AT_FAL = (JobState.SUBMITTED, JobState.QUEUED, JobState.RUNNING)
 
 S, E = JobState, JobEvent
 TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     (S.RECEIVED, E.SUBMITTED): S.SUBMITTED,
+    (S.RECEIVED, E.UNKNOWN): S.RECONCILING,
+    (S.RECONCILING, E.SUBMITTED): S.SUBMITTED,
+    (S.RECONCILING, E.RESUBMIT): S.RECEIVED,
     **{(state, E.QUEUED): S.QUEUED for state in _AT_FAL},
     **{(state, E.STARTED): S.RUNNING for state in _AT_FAL},
     **{(state, E.COMPLETED): S.COMPLETED for state in _AT_FAL},

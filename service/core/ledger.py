@@ -3,6 +3,10 @@
 The ledger is a compacted Kafka topic (the adapter reads and writes it); this module is its
 in-memory view, fed in log order, and pure. Theory of operation:
 
+- Before a submit is sent (when fal's request history can settle a lost answer), an
+  ``intent`` entry records the request_id, a digest of the exact body and the time, with what
+  resuming needs. An intent with nothing after it is a submit whose outcome is unknown: fal
+  may or may not have the job (``service.core.reconcile`` settles it).
 - When fal accepts a job, a ``submitted`` entry (keyed by request_id) records the fal request
   id and URLs, and the source record (topic, partition, offset) it came from. It is durable
   before the relay does anything else with the job.
@@ -12,9 +16,11 @@ in-memory view, fed in log order, and pure. Theory of operation:
   (it may have no usable request_id), in the same transaction as its dead-letter copy.
 
 When a record is fetched, ``decide`` says: NEW (submit it), RESUME (fal already has this exact
-record's job: watch it, do not submit), DUPLICATE (another record with this request_id is in
-flight or finished within the retention: skip), or DONE (this very record was finished
-before a crash or a rebalance stopped its offset from being committed: skip).
+record's job: watch it, do not submit), RECONCILE (this record's submit was sent and its
+outcome is unknown: ask fal's history, do not submit yet), DUPLICATE (another record with
+this request_id is in flight or finished within the retention: skip), or DONE (this very
+record was finished before a crash or a rebalance stopped its offset from being committed:
+skip).
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ class FalRef:
     cancel_url: str
 
 
-EntryState = Literal["submitted", "finished", "rejected"]
+EntryState = Literal["intent", "submitted", "finished", "rejected"]
+ENTRY_STATES: tuple[EntryState, ...] = ("intent", "submitted", "finished", "rejected")
+# For one source record, the order its entries are written in: a later one always wins.
+_RANK = {"intent": 0, "submitted": 1, "finished": 2, "rejected": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +73,32 @@ class LedgerEntry:
     status: str | None = None  # the result status, for finished entries
     shape: str | None = None  # finished jobs: what their run time depends on ...
     run_s: float | None = None  # ... and that run time, so a restarted relay polls warm
-    tenant: str | None = None  # submitted entries: whose job it is, for a resumed job
+    tenant: str | None = None  # intent and submitted entries: whose job it is
+    digest: str | None = None  # intent: the digest of the body sent (``core.reconcile``)
+    fal_request_id: str | None = None  # finished: its fal job, if one was made
 
     def supersedes(self, held: LedgerEntry) -> bool:
         """Whether this entry replaces ``held`` (same key). For one source record an end
-        always beats its submit, whatever the clocks of the replicas that wrote them say;
-        between different records (a request_id used again after the retention) the later
-        one wins. Entries may be applied twice or late (our own, read back), never backwards."""
+        always beats its submit, and a submit its intent, whatever the clocks of the replicas
+        that wrote them say (a later intent of the same record, its submit sent again, beats
+        an earlier one); between different records (a request_id used again after the
+        retention) the later one wins. Entries may be applied twice or late (our own, read
+        back), never backwards."""
         if self.source == held.source:
-            return self.state != "submitted" or held.state == "submitted"
+            return _RANK[self.state] >= _RANK[held.state] and (
+                self.state != "intent" or held.state != "intent" or self.at >= held.at
+            )
         return self.at >= held.at
+
+    @property
+    def fal_id(self) -> str | None:
+        """The fal request id this entry names (a submitted or a finished job's)."""
+        return self.fal.request_id if self.fal is not None else self.fal_request_id
+
+    @property
+    def open(self) -> bool:
+        """A job that is, or may be, at fal: never expired, always taken over."""
+        return self.state in ("intent", "submitted")
 
 
 def ledger_time(at: datetime) -> datetime:
@@ -85,6 +110,7 @@ def ledger_time(at: datetime) -> datetime:
 class Intake(enum.Enum):
     NEW = "new"
     RESUME = "resume"
+    RECONCILE = "reconcile"
     DUPLICATE = "duplicate"
     DONE = "done"
 
@@ -95,7 +121,12 @@ class LedgerView:
     def __init__(self, retention: timedelta) -> None:
         self.retention = retention
         self._entries: dict[str, LedgerEntry] = {}
-        self.at_fal = 0  # entries of jobs at fal (submitted, not finished), kept as it changes
+        # Jobs that are, or may be, at fal (submitted or intent, not finished), kept as it
+        # changes: the fleet cap counts an unsettled submit as a job at fal.
+        self.at_fal = 0
+        # fal request ids the ledger names (a job adopted from fal's history must be no other
+        # request's), with the key naming each.
+        self._fal_ids: dict[str, str] = {}
 
     def apply(self, key: str, entry: LedgerEntry | None) -> None:
         """Apply one ledger record; ``None`` is a tombstone. An entry older than the one held
@@ -106,15 +137,22 @@ class LedgerView:
                 self._forget(key, held)
             return
         if held is None or entry.supersedes(held):
-            self.at_fal += (entry.state == "submitted") - (
-                held is not None and held.state == "submitted"
-            )
+            if held is not None:
+                self._unindex(key, held)
             self._entries[key] = entry
+            self.at_fal += entry.open
+            if (fal_id := entry.fal_id) is not None:
+                self._fal_ids[fal_id] = key
+
+    def _unindex(self, key: str, held: LedgerEntry) -> None:
+        self.at_fal -= held.open
+        fal_id = held.fal_id
+        if fal_id is not None and self._fal_ids.get(fal_id) == key:
+            del self._fal_ids[fal_id]
 
     def _forget(self, key: str, held: LedgerEntry) -> None:
         del self._entries[key]
-        if held.state == "submitted":
-            self.at_fal -= 1
+        self._unindex(key, held)
 
     def run_times(self) -> list[tuple[str, float]]:
         """(shape, run time) of the finished jobs held, oldest first."""
@@ -125,6 +163,18 @@ class LedgerView:
         """Entries of jobs at fal, not yet finished."""
         return [e for e in self._entries.values() if e.state == "submitted"]
 
+    def intents(self) -> list[LedgerEntry]:
+        """Submits sent (or about to be) with no answer recorded: fal may have these jobs."""
+        return [e for e in self._entries.values() if e.state == "intent"]
+
+    def names_fal_job(self, fal_request_id: str) -> bool:
+        """Whether a ledger entry names this fal job (it is some request's, not to adopt)."""
+        return fal_request_id in self._fal_ids
+
+    def fal_ids(self) -> set[str]:
+        """Every fal request id the ledger names."""
+        return set(self._fal_ids)
+
     def get(self, key: str) -> LedgerEntry | None:
         return self._entries.get(key)
 
@@ -134,6 +184,8 @@ class LedgerView:
             return Intake.NEW
         if entry.state == "submitted":
             return Intake.RESUME if entry.source == source else Intake.DUPLICATE
+        if entry.state == "intent":
+            return Intake.RECONCILE if entry.source == source else Intake.DUPLICATE
         if now - entry.at > self.retention:
             return Intake.NEW
         return Intake.DONE if entry.source == source else Intake.DUPLICATE
@@ -152,21 +204,17 @@ class LedgerView:
     def expire(self, now: datetime) -> int:
         """Forget ended entries older than the retention; the number forgotten.
 
-        Entries of jobs still at fal are kept whatever their age: they are how a job is found
-        again.
+        Entries of jobs that are or may be at fal are kept whatever their age: they are how a
+        job is found again.
         """
-        old = [
-            k
-            for k, e in self._entries.items()
-            if e.state != "submitted" and now - e.at > self.retention
-        ]
+        old = [k for k, e in self._entries.items() if not e.open and now - e.at > self.retention]
         for key in old:
             self._forget(key, self._entries[key])
         return len(old)
 
     def counts(self) -> dict[str, int]:
         counter = Counter(e.state for e in self._entries.values())
-        return {state: counter.get(state, 0) for state in ("submitted", "finished", "rejected")}
+        return {state: counter.get(state, 0) for state in ENTRY_STATES}
 
     def __len__(self) -> int:
         return len(self._entries)

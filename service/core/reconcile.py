@@ -105,3 +105,13 @@ def unmatched(intent: Intent, now: datetime, give_up_after: timedelta) -> Verdic
     if now - intent.at > give_up_after:
         return Verdict.SUBMIT_AGAIN
     return Verdict.KEEP_LOOKING
+
+
+def give_up_bound(lists_unended: bool, give_up_after: timedelta, skew: timedelta) -> timedelta:
+    """How long an intent is looked for before it is submitted again. A history seen to list
+    jobs that have not ended (queued or running) would list this one from its submit on, so
+    there absence soon means "not created": the skew margin twice, at least a minute. Otherwise
+    fal may list it only once it ended: the setting (the queue wait plus run time expected)."""
+    if lists_unended:
+        return min(give_up_after, max(timedelta(minutes=1), 2 * skew))
+    return give_up_after

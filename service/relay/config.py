@@ -34,6 +34,12 @@ class RelayConfig:
     backlog_max: int = 100_000
     backlog_body_bytes: int = 8 * 1_048_576
     priority_aging: float = 300.0
+    # fal's request history for submits whose answer was lost (``relay.reconcile``): why it is
+    # not asked (None: it is), how often it is read, and the bounds.
+    history_off: str | None = None
+    reconcile_interval: float = 10.0
+    reconcile_give_up: float = 1200.0
+    reconcile_skew: float = 30.0
 
     @property
     def max_unfinished(self) -> int:

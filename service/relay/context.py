@@ -17,6 +17,7 @@ from service.core.jobs import Job, JobBook, JobEvent, JobState
 from service.core.ledger import FalRef, Source
 from service.core.offsets import Partition
 from service.core.progress import ProgressGate
+from service.core.reconcile import Intent
 from service.messages import DEFAULT_TENANT, VideoRequest
 
 
@@ -30,8 +31,10 @@ class JobContext:
     deadline: datetime | None = None
     shape: str | None = None  # what its run time depends on (see RunTimes)
     resume: FalRef | None = None  # a job found at fal in the ledger: watched, never submitted
+    # Its submit's intent, while fal may or may not have the job (``relay.reconcile``).
+    intent: Intent | None = None
     # The request until fal has it; then dropped: a data URI can be megabytes, and a job at
-    # fal runs for minutes.
+    # fal runs for minutes. Kept while its submit's outcome is unknown (it may be sent again).
     request: VideoRequest | None = None
     # Its record's place in its partition, once fetched (only the place: the record's bytes
     # are not kept for the job's minutes). That offset waits for the job.
@@ -44,11 +47,6 @@ class JobContext:
     def part(self) -> Partition:
         return Partition(self.source.topic, self.source.partition)
 
-    def take_request(self) -> VideoRequest:
-        request, self.request = self.request, None
-        assert request is not None, "a request is submitted once"
-        return request
-
 
 class Jobs:
     """The contexts and the core's book, kept in step."""
@@ -57,7 +55,7 @@ class Jobs:
         self._book = JobBook(limit)
         self._contexts: dict[str, JobContext] = {}
         self._by_tenant: Counter[str] = Counter()
-        self._fleet: tuple[int, Callable[[], int]] | None = None
+        self._fleet: tuple[int, Callable[[], int], Callable[[str], bool]] | None = None
 
     def set_limit(self, limit: int) -> None:
         """A new limit (the fleet share moved); jobs above it keep running, none starts."""
@@ -82,19 +80,22 @@ class Jobs:
         free = self._book.free_slots
         if self._fleet is None or free <= 0:
             return free
-        cap, at_fal = self._fleet
+        cap, at_fal, recorded = self._fleet
         submitting = sum(
             1
             for rid in self._contexts
-            if (job := self._book.get(rid)) and job.state is JobState.RECEIVED
+            if (job := self._book.get(rid)) and job.state is JobState.RECEIVED and not recorded(rid)
         )
         return min(free, cap - at_fal() - submitting)
 
-    def set_fleet(self, cap: int, at_fal: Callable[[], int]) -> None:
-        """The account's cap and how many jobs the whole group has at fal: after a rebalance
-        one replica may hold more than its share (it resumed them), and the others must not
-        fill theirs meanwhile."""
-        self._fleet = (cap, at_fal)
+    def set_fleet(
+        self, cap: int, at_fal: Callable[[], int], recorded: Callable[[str], bool]
+    ) -> None:
+        """The account's cap and how many jobs the whole group has (or may have) at fal: after
+        a rebalance one replica may hold more than its share (it resumed them), and the others
+        must not fill theirs meanwhile. ``recorded``: whether a job being submitted is in the
+        ledger already (its intent), so counted in ``at_fal``."""
+        self._fleet = (cap, at_fal, recorded)
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._contexts

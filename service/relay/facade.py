@@ -11,12 +11,21 @@ import asyncio
 from collections.abc import Callable
 from typing import TypedDict
 
-from service.core.ledger import LedgerView
+from service.core.ledger import ENTRY_STATES, LedgerView
 from service.core.offsets import Partition
 from service.core.polling import RunTimes
 from service.logs import get_logger
 from service.metrics import RelayMetrics
-from service.ports import Clock, FalOutput, FalStatus, Inbox, LedgerFeed, Outbox, VideoJobs
+from service.ports import (
+    Clock,
+    FalHistory,
+    FalOutput,
+    FalStatus,
+    Inbox,
+    LedgerFeed,
+    Outbox,
+    VideoJobs,
+)
 from service.relay.backlog import Backlog
 from service.relay.cancels import CancelHandler
 from service.relay.commits import Commits
@@ -27,6 +36,7 @@ from service.relay.key_gate import KeyGate
 from service.relay.ownership import Ownership, PartitionStates
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
+from service.relay.reconcile import Reconciler
 from service.relay.records import RecordHandler
 from service.relay.rejects import RejectHandler
 from service.relay.runner import JobRunner
@@ -49,6 +59,7 @@ class Relay:
         clock: Clock,
         metrics: RelayMetrics,
         config: RelayConfig,
+        history: FalHistory | None = None,
     ) -> None:
         tools = Tools(clock, metrics, get_logger())
         self._log, self._view = tools.log, view
@@ -57,7 +68,7 @@ class Relay:
         self._jobs = jobs = Jobs(config.max_in_flight)
         if config.fal_concurrency is not None:
             jobs.set_limit(0)  # a share of the account comes with the first partitions
-            jobs.set_fleet(config.fal_concurrency, lambda: view.at_fal)
+            jobs.set_fleet(config.fal_concurrency, lambda: view.at_fal, _recorded(view))
         self._board = board = WorkBoard()
         self._run_times = RunTimes()
         parts = PartitionStates()
@@ -81,6 +92,16 @@ class Relay:
             safety_poll=config.webhook_safety_poll,
             webhook_grace=config.webhook_grace,
         )
+        self._reconciler = reconciler = Reconciler(
+            tools,
+            history=history if config.history_off is None else None,
+            off_reason=config.history_off,
+            view=view,
+            jobs=jobs,
+            interval=config.reconcile_interval,
+            give_up_after=config.reconcile_give_up,
+            skew=config.reconcile_skew,
+        )
         progress = ProgressReporter(
             outbox, clock, config.progress_min_interval, config.progress_max_logs
         )
@@ -90,7 +111,18 @@ class Relay:
             jobs=jobs,
             board=board,
             gate=gate,
-            submitter=Submitter(tools, fal=fal, gate=gate, outbox=outbox, jobs=jobs, writes=writes),
+            submitter=Submitter(
+                tools,
+                fal=fal,
+                gate=gate,
+                outbox=outbox,
+                jobs=jobs,
+                writes=writes,
+                with_intent=lambda: reconciler.available,
+            ),
+            reconciler=reconciler,
+            inbox=inbox,
+            policy=config.input_policy,
             watcher=watcher,
             publisher=ResultPublisher(
                 tools, commits=commits, outbox=outbox, jobs=jobs, writes=writes
@@ -159,7 +191,7 @@ class Relay:
         metrics.max_in_flight.set(config.max_in_flight)
         metrics.fal_concurrency.set(config.fal_concurrency or 0)
         metrics.jobs_in_flight.set_function(lambda: jobs.in_flight)
-        for state in ("submitted", "finished", "rejected"):
+        for state in ENTRY_STATES:
             metrics.ledger_entries.labels(state).set_function(_count(view, state))
 
     @property
@@ -186,6 +218,12 @@ class Relay:
         return self._gate.refused
 
     @property
+    def fal_history_off(self) -> str | None:
+        """Why a submit whose answer is lost is not reconciled with fal's history (None: it
+        is)."""
+        return self._reconciler.off_reason
+
+    @property
     def failing_writes(self) -> dict[str, str]:
         """Kinds of Kafka write failing right now, with the first error seen."""
         return self._writes.failing
@@ -209,6 +247,7 @@ class Relay:
         try:
             async with asyncio.TaskGroup() as group:
                 self._board.open(group)
+                self._board.background(self._reconcile())
                 self._started.set()
                 try:
                     await self._intake.run()
@@ -218,6 +257,10 @@ class Relay:
         finally:
             await self._commits.commit(None)
         self._log.info("relay_stopped")
+
+    async def _reconcile(self) -> None:
+        await self._reconciler.probe()
+        await self._reconciler.run()
 
     async def partitions_assigned(self, parts: set[Partition]) -> None:
         await self._ownership.assigned(parts)
@@ -241,6 +284,14 @@ class _Handlers(TypedDict):
     jobs: Jobs
     commits: Commits
     writes: DurableWrites
+
+
+def _recorded(view: LedgerView) -> Callable[[str], bool]:
+    def recorded(request_id: str) -> bool:
+        entry = view.get(request_id)
+        return entry is not None and entry.state == "intent"
+
+    return recorded
 
 
 def _count(view: LedgerView, state: str) -> Callable[[], float]:

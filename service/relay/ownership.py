@@ -116,14 +116,25 @@ class Ownership:
                 await self._clock.sleep(delay)
                 continue
             mine = parts & self._parts.catching_up  # some may have been revoked meanwhile
-            resumed = 0
+            resumed = reconciling = 0
             for entry in self._view.submitted():
                 part = Partition(entry.source.topic, entry.source.partition)
                 if part in mine and entry.key not in self._jobs and entry.fal is not None:
                     self._runner.resume(entry)
                     resumed += 1
+            # Submits whose answer never reached the ledger: fal's history settles them.
+            for entry in self._view.intents():
+                part = Partition(entry.source.topic, entry.source.partition)
+                if part in mine and entry.key not in self._jobs:
+                    self._runner.reconcile(entry)
+                    reconciling += 1
             self._parts.catching_up -= mine
-            self._log.info("partitions_taken_over", partitions=_names(mine), jobs_resumed=resumed)
+            self._log.info(
+                "partitions_taken_over",
+                partitions=_names(mine),
+                jobs_resumed=resumed,
+                jobs_reconciling=reconciling,
+            )
             self._wake()
             return
 

@@ -42,6 +42,7 @@ class ResultPublisher:
             source=ctx.source,
             at=ledger_time(self._clock.now()),
             status=outcome.status,
+            fal_request_id=job.fal_request_id,
             # What a restarted relay needs to poll warm: the job's shape and run time.
             shape=ctx.shape if ok else None,
             run_s=outcomes.run_seconds(job.started_at, job.completed_at) if ok else None,

@@ -144,5 +144,10 @@ class RecordHandler:
             entry = self._view.get(decoded.request_id)
             assert entry is not None
             self._runner.resume(entry, fetched=True)
+        elif action is RecordAction.RECONCILE:
+            # Its submit's outcome is unknown and nobody here took it up: ask fal's history.
+            entry = self._view.get(decoded.request_id)
+            assert entry is not None
+            self._runner.reconcile(entry, fetched=True)
         else:
             self._runner.start(decoded, source, now, waited)

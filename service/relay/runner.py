@@ -1,10 +1,14 @@
 """One job's life, from its submit (or its resume) to its published result.
 
 Never paying twice: a job's ``submitted`` ledger entry is written as soon as fal accepts it,
-before anything else (``_submit``). A job found at fal in the ledger is resumed: its fal job
-is watched, never submitted again. Every way a job can end becomes one ``Outcome``
-(``service.core.outcomes``) and so exactly one result event, written together with the job's
-``finished`` ledger entry; only then is its record's offset finished.
+before anything else (``service.relay.submit``). A job found at fal in the ledger is resumed:
+its fal job is watched, never submitted again. A submit whose answer was lost, or an intent
+found in the ledger with nothing after it, is reconciled with fal's request history
+(``service.relay.reconcile``): the job fal has is adopted and watched, or, surely absent, the
+request is submitted again (its body read again from Kafka when this replica never had it).
+Every way a job can end becomes one ``Outcome`` (``service.core.outcomes``) and so exactly one
+result event, written together with the job's ``finished`` ledger entry; only then is its
+record's offset finished.
 
 Submitting is ``service.relay.submit``; watching, ``service.relay.watch``; publishing,
 ``service.relay.publish``. The job timeout (and the request's deadline) bound the time at
@@ -20,19 +24,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.core import outcomes
+from service.core.backoff import Backoff
 from service.core.jobs import Job, JobEvent, JobState
 from service.core.ledger import FalRef, LedgerEntry, Source
 from service.core.offsets import Partition
 from service.core.outcomes import Outcome
 from service.core.polling import PollSchedule, RunTimes
-from service.errors import FalError, FalUnavailable
+from service.core.reconcile import Intent
+from service.decoding import InputPolicy, decode_request
+from service.errors import FalError, FalSubmitUnknown, FalUnavailable
 from service.logs import get_logger
 from service.messages import DEFAULT_TENANT, VideoRequest
-from service.ports import FalOutput, FalPhase, FalStatus, VideoJobs
+from service.ports import FalOutput, FalPhase, FalStatus, Inbox, VideoJobs
 from service.relay.context import JobContext, Jobs
 from service.relay.key_gate import KeyGate
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
+from service.relay.reconcile import HistoryOff, Reconciler
 from service.relay.submit import Submitter
 from service.relay.tools import Tools
 from service.relay.watch import Watch, Watcher
@@ -60,6 +68,9 @@ class JobRunner:
         board: WorkBoard,
         gate: KeyGate,
         submitter: Submitter,
+        reconciler: Reconciler,
+        inbox: Inbox,
+        policy: InputPolicy,
         watcher: Watcher,
         publisher: ResultPublisher,
         progress: ProgressReporter | None,
@@ -75,6 +86,9 @@ class JobRunner:
         self._board = board
         self._gate = gate
         self._submitter = submitter
+        self._reconciler = reconciler
+        self._inbox = inbox
+        self._policy = policy
         self._watcher = watcher
         self._publisher = publisher
         self._progress = progress
@@ -141,6 +155,24 @@ class JobRunner:
         self._jobs.adopt(ctx, job)
         self._board.spawn(ctx.part, source.offset, entry.key, self._run(ctx))
 
+    def reconcile(self, entry: LedgerEntry, *, fetched: bool = False) -> None:
+        """Take up a submit whose outcome is unknown (an intent with nothing after it, found in
+        the ledger): fal's history says whether to watch its job or submit it again."""
+        source = entry.source
+        ctx = JobContext(
+            entry.key,
+            source,
+            log=self._log.bind(request_id=entry.key),
+            metadata=entry.metadata,
+            deadline=entry.deadline,
+            tenant=entry.tenant or DEFAULT_TENANT,
+            intent=Intent(entry.key, entry.digest or "", entry.at),
+            place=(Partition(source.topic, source.partition), source.offset) if fetched else None,
+        )
+        job = Job(entry.key, received_at=entry.received_at or entry.at, state=JobState.RECONCILING)
+        self._jobs.adopt(ctx, job)  # it may be at fal: it holds a slot, limit or not
+        self._board.spawn(ctx.part, source.offset, entry.key, self._run(ctx))
+
     # --- running --------------------------------------------------------------------------
 
     async def _run(self, ctx: JobContext) -> None:
@@ -197,16 +229,72 @@ class JobRunner:
         return outcome
 
     async def _at_fal(self, ctx: JobContext) -> FalRef:
-        """The job's fal job: submitted now, or the one the ledger named."""
-        if ctx.resume is None:
-            ref, window = await self._submitter.submit(ctx)
-            ctx.log = ctx.log.bind(fal_request_id=ref.request_id)
-            ctx.log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
+        """The job's fal job: submitted now, the one the ledger named, or the one fal's
+        history shows for a submit whose answer was lost."""
+        if ctx.resume is not None:
+            ctx.log = ctx.log.bind(fal_request_id=ctx.resume.request_id)
+            self._metrics.jobs_resumed.inc()
+            ctx.log.info("job_resumed")
+            return ctx.resume
+        while True:
+            if ctx.intent is None:
+                try:
+                    ref, window = await self._submitter.submit(ctx)
+                except FalSubmitUnknown as exc:
+                    if ctx.intent is None:  # no history to ask: it fails, as it always did
+                        raise
+                    ctx.log.warning("submit_outcome_unknown", error=exc.message)
+                    self._jobs.advance(ctx.request_id, JobEvent.UNKNOWN, self._clock.now())
+                else:
+                    ctx.log = ctx.log.bind(fal_request_id=ref.request_id)
+                    ctx.log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
+                    return ref
+            adopted = await self._settle(ctx)
+            if adopted is not None:
+                return adopted
+
+    async def _settle(self, ctx: JobContext) -> FalRef | None:
+        """Ask fal's history about the job's intent: its fal job, adopted and recorded; or
+        None, having made the job ready to be submitted again."""
+        assert ctx.intent is not None
+        try:
+            fal_id = await self._reconciler.settle(ctx.intent)
+        except HistoryOff:
+            if ctx.request is not None:
+                raise  # a lost answer without a history: fal_unavailable, as before
+            fal_id = None  # taken over: without a history it was always submitted again
+        if fal_id is not None:
+            ref = self._fal.ref_for(fal_id)
+            await self._submitter.record(ctx, ref)
+            ctx.log = ctx.log.bind(fal_request_id=fal_id)
+            ctx.log.info("job_adopted")
             return ref
-        ctx.log = ctx.log.bind(fal_request_id=ctx.resume.request_id)
-        self._metrics.jobs_resumed.inc()
-        ctx.log.info("job_resumed")
-        return ctx.resume
+        if ctx.request is None:
+            ctx.request = await self._read_again(ctx)
+        ctx.intent = None
+        self._jobs.advance(ctx.request_id, JobEvent.RESUBMIT, self._clock.now())
+        ctx.log.info("job_submitting_again")
+        return None
+
+    async def _read_again(self, ctx: JobContext) -> VideoRequest:
+        """The request's body from its record (a job taken over from its intent)."""
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                record = await self._inbox.read(ctx.part, ctx.source.offset)
+                break
+            except Exception as exc:  # Kafka cannot answer now; a hand-back cancels the wait
+                delay = backoff.next()
+                ctx.log.warning("request_read_failed", error=repr(exc), retry_in_s=delay)
+                await self._clock.sleep(delay)
+        decoded = decode_request(record.value, self._policy) if record is not None else None
+        if not isinstance(decoded, VideoRequest) or decoded.request_id != ctx.request_id:
+            raise FalUnavailable(
+                "fal's history shows no job for this request and its record can no longer be "
+                "read to submit it again",
+                retryable=True,
+            )
+        return decoded
 
     def _watch(self, ctx: JobContext, ref: FalRef) -> Watch:
         rid = ctx.request_id

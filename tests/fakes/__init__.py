@@ -16,9 +16,16 @@ from typing import Any
 
 from service.core.ledger import FalRef, LedgerEntry, LedgerView
 from service.core.offsets import Partition
-from service.errors import FalJobFailed, FalUnauthorized, FalUnavailable
+from service.errors import (
+    FalHistoryRefused,
+    FalJobFailed,
+    FalSubmitUnknown,
+    FalUnauthorized,
+    FalUnavailable,
+)
 from service.messages import ProgressEvent, ResultEvent
 from service.ports import (
+    FalHistoryItem,
     FalLogLine,
     FalOutput,
     FalPhase,
@@ -181,7 +188,7 @@ class FakeOutbox:
             self.failures_to_inject -= 1
             raise ConnectionError("broker unavailable")
 
-    async def record_submitted(self, entry: LedgerEntry) -> None:
+    async def record_job(self, entry: LedgerEntry) -> None:
         self._maybe_fail()
         self.ledger.append(entry)
 
@@ -248,7 +255,10 @@ class FakeLedgerFeed:
 class FakeFal:
     """Each job completes after ``polls`` status calls (the prompt can say ``polls=N``); a
     prompt containing ``fail`` ends in a failed result; ``hold`` keeps it running;
-    ``stuck-submit`` makes its submit wait for ever (fal never answers)."""
+    ``stuck-submit`` makes its submit wait for ever (fal never answers). ``lose_answers``
+    submits lose their answer after the job is created; ``drop_submits`` lose it without
+    creating one (both raise ``FalSubmitUnknown``). ``jobs`` is every job created, with the
+    input it was sent, as fal's request history lists them (``now`` dates them)."""
 
     def __init__(self) -> None:
         self.submitted: list[Mapping[str, Any]] = []
@@ -264,6 +274,10 @@ class FakeFal:
         self.key_refused = asyncio.Event()
         self.options: list[SubmitOptions | None] = []
         self.submits_started = 0
+        self.lose_answers = 0
+        self.drop_submits = 0
+        self.jobs: list[FalHistoryItem] = []
+        self.now: Any = None  # a clock's ``now``, to date the jobs
         self._changed = asyncio.Event()
 
     def already_running(self, fal_id: str, prompt: str = "") -> None:
@@ -293,7 +307,13 @@ class FakeFal:
         if "stuck-submit" in str(arguments.get("prompt", "")):
             await asyncio.Event().wait()  # fal never answers this one
         self._check_key()
+        if self.drop_submits > 0:
+            self.drop_submits -= 1
+            raise FalSubmitUnknown("fal answered 502 to submit")
         fid = f"fal-{len(self.submitted)}"
+        self.jobs.append(
+            FalHistoryItem(fid, sent_at=self.now() if self.now else None, json_input=arguments)
+        )
         self.submitted.append(arguments)
         self.options.append(options)
         self._changed.set()
@@ -301,6 +321,13 @@ class FakeFal:
         self.plan[fid] = str(arguments.get("prompt", ""))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            raise FalSubmitUnknown("HTTP error talking to fal: RemoteProtocolError")
+        return self.ref_for(fid)
+
+    def ref_for(self, fal_request_id: str) -> FalRef:
+        fid = fal_request_id
         return FalRef(fid, f"s/{fid}", f"r/{fid}", f"c/{fid}")
 
     def _check_key(self) -> None:
@@ -367,3 +394,27 @@ class FakeFal:
             while len(self.cancelled) < count:
                 self._changed.clear()
                 await self._changed.wait()
+
+
+class FakeHistory:
+    """fal's request history over a ``FakeFal``: every job it created (queued ones too, as
+    with ``history_lists=all``). ``refuse`` answers as a 404 would; ``outages`` fail that many
+    reads as a 503 would. ``reads`` counts the reads answered."""
+
+    def __init__(self, fal: FakeFal) -> None:
+        self._fal = fal
+        self.refuse = False
+        self.outages = 0
+        self.reads = 0
+
+    async def requests(self, since: datetime, until: datetime) -> list[FalHistoryItem]:
+        await asyncio.sleep(0)
+        if self.refuse:
+            raise FalHistoryRefused("fal answered 404 to history", status_code=404)
+        if self.outages > 0:
+            self.outages -= 1
+            raise FalUnavailable("fal answered 503 to history")
+        self.reads += 1
+        return [
+            job for job in self._fal.jobs if job.sent_at is None or since <= job.sent_at < until
+        ]

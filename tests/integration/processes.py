@@ -33,6 +33,12 @@ def relay_env(topics: Topics, fal_url: str, **overrides: str) -> dict[str, str]:
         "RELAY_POLL_MIN_INTERVAL_S": "0.05",
         "RELAY_POLL_MAX_INTERVAL_S": "0.25",
         "RELAY_COMMIT_INTERVAL_S": "0.2",
+        # fal's request history on the same emulator (its Platform API is under /v1).
+        "FAL_API_URL": fal_url.rstrip("/") + "/v1",
+        "RELAY_RECONCILE_INTERVAL_S": "0.2",
+        # The emulator's jobs last fractions of a second: a lost submit that created nothing
+        # is sent again after 5 s, not fal's 20 minutes.
+        "RELAY_RECONCILE_GIVE_UP_S": "5",
         **overrides,
     }
 

@@ -117,6 +117,22 @@ DECIDE_RECORD_ROWS = [
         RecordAction.SKIP_DUPLICATE,
         id="held-resume-attached->SKIP_DUPLICATE",
     ),
+    # ... and likewise for a job being reconciled (its submit's answer was lost) here.
+    pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, held=True),
+        RecordAction.ATTACH,
+        id="held-reconcile-not-attached->ATTACH",
+    ),
+    pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, held=True, cancelled=True, room=0),
+        RecordAction.ATTACH,
+        id="held-reconcile-not-attached-cancelled-no-room->ATTACH",
+    ),
+    pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, held=True, attached=True),
+        RecordAction.SKIP_DUPLICATE,
+        id="held-reconcile-attached->SKIP_DUPLICATE",
+    ),
     pytest.param(
         RecordFacts(REQ, intake=Intake.NEW, held=True, room=3),
         RecordAction.SKIP_DUPLICATE,
@@ -194,6 +210,26 @@ DECIDE_RECORD_ROWS = [
         id="resume-attached-but-not-held->RESUME",
     ),
     pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, room=3),
+        RecordAction.RECONCILE,
+        id="reconcile->RECONCILE",
+    ),
+    pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, room=0),
+        RecordAction.RECONCILE,
+        id="reconcile-no-room->RECONCILE",
+    ),
+    pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, cancelled=True),
+        RecordAction.RECONCILE,
+        id="reconcile-cancelled->RECONCILE",
+    ),
+    pytest.param(
+        RecordFacts(REQ, intake=Intake.RECONCILE, attached=True),
+        RecordAction.RECONCILE,
+        id="reconcile-attached-but-not-held->RECONCILE",
+    ),
+    pytest.param(
         RecordFacts(REQ, intake=Intake.NEW, room=0),
         RecordAction.NO_ROOM,
         id="new-no-room->NO_ROOM",
@@ -214,8 +250,9 @@ DECIDE_RECORD_ROWS = [
 @pytest.mark.parametrize(("facts", "action"), DECIDE_RECORD_ROWS)
 def test_decide_record(facts: RecordFacts, action: RecordAction) -> None:
     """Each fetched record gets one action; the rules apply in order: invalid, cancel, held
-    (ATTACH for a resumed job's own unattached record, else SKIP_DUPLICATE), ledger duplicate,
-    a prior cancel (NEW only), a finished redelivery, a job at fal, and backlog room (NEW only)."""
+    (ATTACH for a resumed or reconciled job's own unattached record, else SKIP_DUPLICATE),
+    ledger duplicate, a prior cancel (NEW only), a finished redelivery, a job at fal, a submit
+    whose outcome is unknown, and backlog room (NEW only)."""
     assert decide_record(facts) is action
 
 
@@ -249,6 +286,7 @@ def test_plan_intake(room: int, unfinished: int, max_unfinished: int, plan: Inta
 
 HAND_BACK_ROWS: dict[JobState | None, HandBack] = {
     JobState.RECEIVED: HandBack.WAIT_FOR_SUBMIT,
+    JobState.RECONCILING: HandBack.LET_GO,
     JobState.SUBMITTED: HandBack.LET_GO,
     JobState.QUEUED: HandBack.LET_GO,
     JobState.RUNNING: HandBack.LET_GO,
@@ -268,8 +306,9 @@ HAND_BACK_ROWS: dict[JobState | None, HandBack] = {
     ],
 )
 def test_hand_back(state: JobState | None, action: HandBack) -> None:
-    """A submit in progress is waited for, a job recorded at fal is let go, and a terminal
-    job (its result being written) or work that is no job gets the grace to land."""
+    """A submit in progress is waited for, a job recorded at fal or being reconciled (its
+    intent is in the ledger) is let go, and a terminal job (its result being written) or work
+    that is no job gets the grace to land."""
     assert hand_back(state) is action
 
 

@@ -87,3 +87,81 @@ def test_adopted_jobs_count_even_past_the_limit() -> None:
     assert (book.in_flight, book.free_slots) == (2, -1)
     with pytest.raises(ValueError, match="already held"):
         book.adopt(Job("mine", received_at=at(0), state=JobState.SUBMITTED))
+
+
+# --- a submit whose answer was lost -----------------------------------------------------------
+
+S, E = JobState, JobEvent
+
+
+@pytest.mark.parametrize(
+    ("state", "event", "after"),
+    [
+        pytest.param(S.RECEIVED, E.UNKNOWN, S.RECONCILING, id="answer-lost->reconciling"),
+        pytest.param(S.RECONCILING, E.SUBMITTED, S.SUBMITTED, id="found-in-history->submitted"),
+        pytest.param(S.RECONCILING, E.RESUBMIT, S.RECEIVED, id="surely-absent->received"),
+        pytest.param(S.RECONCILING, E.FAILED, S.FAILED, id="reconciling-fails"),
+        pytest.param(S.RECONCILING, E.CANCELLED, S.CANCELLED, id="reconciling-cancelled"),
+        pytest.param(S.SUBMITTED, E.UNKNOWN, None, id="submitted-cannot-be-unknown"),
+        pytest.param(S.QUEUED, E.UNKNOWN, None, id="queued-cannot-be-unknown"),
+        pytest.param(S.COMPLETED, E.UNKNOWN, None, id="completed-cannot-be-unknown"),
+        pytest.param(S.RECONCILING, E.UNKNOWN, None, id="unknown-twice"),
+        pytest.param(S.FAILED, E.UNKNOWN, None, id="terminal-cannot-be-unknown"),
+        pytest.param(S.RECEIVED, E.RESUBMIT, None, id="resubmit-needs-reconciling"),
+        pytest.param(S.SUBMITTED, E.RESUBMIT, None, id="a-job-at-fal-is-never-resubmitted"),
+        pytest.param(S.CANCELLED, E.RESUBMIT, None, id="terminal-cannot-resubmit"),
+        pytest.param(S.RECONCILING, E.QUEUED, None, id="reconciling-not-queued-before-found"),
+        pytest.param(S.RECONCILING, E.STARTED, None, id="reconciling-not-started"),
+        pytest.param(S.RECONCILING, E.COMPLETED, None, id="reconciling-not-completed"),
+        pytest.param(S.RECONCILING, E.SUCCEEDED, None, id="reconciling-not-succeeded"),
+    ],
+)
+def test_reconciling_transitions(state: JobState, event: JobEvent, after: JobState | None) -> None:
+    """A lost answer makes a just-received job RECONCILING; from there it is found
+    (SUBMITTED), sent again (RECEIVED), failed or cancelled, and nothing else. None: refused."""
+    job = Job("r", received_at=at(0), state=state)
+    if after is None:
+        with pytest.raises(IllegalTransition, match=f"{event.value} is not allowed in"):
+            advance(job, event, at(1))
+    else:
+        assert advance(job, event, at(1)).state is after
+
+
+def test_a_job_found_in_fals_history_is_stamped_when_found() -> None:
+    """Adopted from the history, the job gets its fal request id and its submit time then."""
+    job = advance(Job("r", received_at=at(0)), JobEvent.UNKNOWN, at(1))
+    assert (job.fal_request_id, job.submitted_at) == (None, None)
+    found = advance(job, JobEvent.SUBMITTED, at(40), fal_request_id="fal-9")
+    assert (found.state, found.fal_request_id, found.submitted_at) == (
+        JobState.SUBMITTED,
+        "fal-9",
+        at(40),
+    )
+
+
+def test_a_job_sent_again_walks_the_normal_path() -> None:
+    """Not in the history past the bound: RECEIVED again, then submitted as usual."""
+    job = advance(Job("r", received_at=at(0)), JobEvent.UNKNOWN, at(1))
+    job = advance(job, JobEvent.RESUBMIT, at(600))
+    assert (job.state, job.received_at, job.submitted_at) == (JobState.RECEIVED, at(0), None)
+    job = advance(job, JobEvent.SUBMITTED, at(601), fal_request_id="fal-2")
+    assert (job.state, job.fal_request_id, job.submitted_at) == (
+        JobState.SUBMITTED,
+        "fal-2",
+        at(601),
+    )
+
+
+def test_a_reconciling_job_holds_its_slot_until_it_ends() -> None:
+    """fal may have the job, so it keeps its slot while reconciling and when sent again;
+    failing gives the slot back."""
+    book = JobBook(limit=1)
+    book.admit(Job("a", received_at=at(0)))
+    assert book.advance("a", JobEvent.UNKNOWN, at(1)).holds_slot
+    assert (book.in_flight, book.free_slots) == (1, 0)
+    book.advance("a", JobEvent.RESUBMIT, at(2))
+    assert (book.in_flight, book.free_slots) == (1, 0)
+    book.advance("a", JobEvent.UNKNOWN, at(3))
+    done = book.advance("a", JobEvent.FAILED, at(4))
+    assert (done.state, done.completed_at) == (JobState.FAILED, at(4))
+    assert (book.in_flight, book.free_slots) == (0, 1)

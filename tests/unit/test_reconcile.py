@@ -12,6 +12,7 @@ from service.core.reconcile import (
     Seen,
     Verdict,
     body_digest,
+    give_up_bound,
     history_window,
     match,
     unmatched,
@@ -140,3 +141,25 @@ def test_an_unmatched_intent_is_submitted_again_only_past_the_bound(
     """The history may list a job only once it ended: no match is "not yet" until the bound."""
     intent = Intent("r1", "A", at(0))
     assert unmatched(intent, at(age_s), timedelta(seconds=600)) is verdict
+
+
+@pytest.mark.parametrize(
+    ("lists_unended", "give_up_after", "skew", "bound"),
+    [
+        pytest.param(False, 600, 30, 600, id="ended-only-history->the-setting"),
+        pytest.param(False, 10, 300, 10, id="ended-only-history->the-setting-even-if-short"),
+        pytest.param(True, 600, 30, 60, id="live-history->twice-the-skew"),
+        pytest.param(True, 600, 10, 60, id="live-history->at-least-a-minute"),
+        pytest.param(True, 600, 0, 60, id="live-history-no-skew->a-minute"),
+        pytest.param(True, 600, 90, 180, id="live-history-large-skew->twice-the-skew"),
+        pytest.param(True, 100, 90, 100, id="live-history->never-past-the-setting"),
+        pytest.param(True, 30, 0, 30, id="live-history->setting-below-a-minute-wins"),
+    ],
+)
+def test_how_long_an_intent_is_looked_for(
+    lists_unended: bool, give_up_after: float, skew: float, bound: float
+) -> None:
+    """A history that lists unended jobs would show the job from its submit on: look for it
+    min(setting, max(1 min, 2 x skew)); one that lists only ended jobs: the setting. Seconds."""
+    got = give_up_bound(lists_unended, timedelta(seconds=give_up_after), timedelta(seconds=skew))
+    assert got == timedelta(seconds=bound)
