@@ -523,6 +523,8 @@ def relay_env(
         **clean_env(),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "FAL_QUEUE_URL": fal_queue_url,
+        # fal's request history, from the same emulator (its Platform API is under /v1).
+        "FAL_API_URL": fal_queue_url.rstrip("/") + "/v1",
         "RELAY_REQUESTS_TOPIC": topics.requests,
         "RELAY_RESULTS_TOPIC": topics.results,
         "RELAY_DEAD_LETTER_TOPIC": topics.dead_letters,

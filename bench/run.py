@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -299,6 +299,7 @@ class System:
                 "SSL_CERT_FILE": str(tls.ca_file),
                 "RELAY_LOG_LEVEL": "info",
                 "RELAY_WATCH_MODE": mode,
+                **ctx.relay_settings,
                 **(relay_settings or {}),
             }
             if mode == "webhook":
@@ -467,6 +468,9 @@ def _quantile(values: Sequence[float], q: int) -> float:
 class Context:
     bootstrap: str
     tls: Tls
+    # Settings every lynx-relay of the run gets (``--relay-setting``), e.g. to compare
+    # RELAY_FAL_HISTORY=false with the default.
+    relay_settings: Mapping[str, str] = field(default_factory=dict)
 
 
 async def throughput_run(
@@ -654,8 +658,14 @@ async def crash_run(
     }
 
 
-async def run_all(bootstrap: str, tls: Tls, plan: Plan, only: Sequence[str]) -> Results:
-    ctx = Context(bootstrap, tls)
+async def run_all(
+    bootstrap: str,
+    tls: Tls,
+    plan: Plan,
+    only: Sequence[str],
+    relay_settings: Mapping[str, str] | None = None,
+) -> Results:
+    ctx = Context(bootstrap, tls, dict(relay_settings or {}))
     results: Results = {}
 
     def note(scenario: str, kind: str, run: Run) -> None:
@@ -1026,6 +1036,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench/results/latest.md; with --quick: nowhere)",
     )
     parser.add_argument(
+        "--relay-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every lynx-relay of the run, e.g. RELAY_FAL_HISTORY=false "
+        "(repeatable; named in the report's command line)",
+    )
+    parser.add_argument(
         "--report-from",
         type=Path,
         default=None,
@@ -1065,7 +1083,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     started = time.monotonic()
     with throwaway_tls() as tls, kafka_broker() as bootstrap:
-        results = asyncio.run(run_all(bootstrap, tls, plan, only))
+        settings = dict(item.split("=", 1) for item in args.relay_setting)
+        results = asyncio.run(run_all(bootstrap, tls, plan, only, settings))
     meta["duration_s"] = f"{time.monotonic() - started:.0f}"
     text = report(results, plan, meta)
     print(text)

@@ -51,10 +51,11 @@ def rate(metric: str, *matchers: str, window: str = RATE) -> str:
     return f"rate({metric}{sel(*matchers)}[{window}])"
 
 
-def quantile_exprs(metric: str) -> list[tuple[float, str]]:
-    """p50/p95/p99 of a histogram across replicas (buckets are summed before the quantile)."""
+def quantile_exprs(metric: str, quantiles: Sequence[float] = QUANTILES) -> list[tuple[float, str]]:
+    """p50/p95/p99 (or ``quantiles``) of a histogram across replicas (buckets are summed
+    before the quantile)."""
     return [
-        (q, f"histogram_quantile({q}, sum by (le) ({rate(metric + '_bucket')}))") for q in QUANTILES
+        (q, f"histogram_quantile({q}, sum by (le) ({rate(metric + '_bucket')}))") for q in quantiles
     ]
 
 
@@ -428,6 +429,69 @@ def fal() -> Row:
     )
 
 
+def lost_answers() -> Row:
+    """Submits whose answer was lost, settled with fal's request history (issue 13; README
+    "When a submit's answer is lost")."""
+    per_minute = f"sum({rate('lynx_relay_reconciliations_started_total')}) * 60"
+    outcomes = f"sum by (outcome) ({rate('lynx_relay_reconciliations_total')}) * 60"
+    return Row(
+        "Lost submit answers",
+        [
+            Panel(
+                "Reconciliations started / min",
+                "Submits whose outcome was unknown (an answer lost, or a process gone between "
+                "fal's answer and the ledger's) that were looked for in fal's request history, "
+                "per minute. A steady rate means submit answers get lost: look for submit 5xx "
+                "and error in fal HTTP calls.",
+                [Target(per_minute, "started / min")],
+                width=6,
+            ),
+            Panel(
+                "Reconciliation outcomes / min",
+                "How reconciliations ended, per minute. adopted (green): fal had the job, it "
+                "is watched and not paid again. submitted_again (orange): not in fal's history "
+                "after RELAY_RECONCILE_GIVE_UP_S; if fal lists jobs later than that, raise it, "
+                "or a job is paid twice. given_up (red): the history could not be read, so the "
+                "request failed as fal_unavailable (or was submitted again after a take-over): "
+                "see fal history available and LynxRelayFalHistoryUnavailable.",
+                [Target(outcomes, "{{outcome}}")],
+                width=8,
+                stacked=True,
+                overrides=[
+                    color("byName", "adopted", GREEN),
+                    color("byName", "submitted_again", ORANGE),
+                    color("byName", "given_up", RED),
+                ],
+            ),
+            Panel(
+                "Time to resolve",
+                "From a submit's outcome becoming unknown until it was settled, p50 and p95 "
+                "over all replicas; the request waits this long. fal's history may list a job "
+                "only once it has ended, and submitted_again takes RELAY_RECONCILE_GIVE_UP_S, "
+                "so a p95 near that bound means lost submits are mostly not found.",
+                [
+                    Target(expr, f"p{round(q * 100)}")
+                    for q, expr in quantile_exprs("lynx_relay_reconcile_seconds", (0.5, 0.95))
+                ],
+                unit="s",
+                width=6,
+            ),
+            Panel(
+                "fal history available",
+                "1 when every replica can ask fal's request history (min over replicas). Red: "
+                "a replica has it off (RELAY_FAL_HISTORY=false, or FAL_KEY unset with a remote "
+                "FAL_API_URL) or fal refuses it (401/403/404 on history in fal HTTP calls); its "
+                "lost submit answers fail as fal_unavailable. See "
+                "LynxRelayFalHistoryUnavailable.",
+                [Target(f"min(lynx_relay_fal_history_available{sel()})", "available")],
+                kind="stat",
+                width=4,
+                thresholds=[(None, RED), (1, GREEN)],
+            ),
+        ],
+    )
+
+
 def cost() -> Row:
     video = f"sum({rate('lynx_relay_video_seconds_total')})"
     price = f"max(lynx_relay_price_per_video_second_dollars{sel()})"
@@ -624,7 +688,17 @@ def process() -> Row:
 
 
 def rows() -> list[Row]:
-    return [overview(), traffic(), jobs(), tenants(), kafka(), fal(), cost(), process()]
+    return [
+        overview(),
+        traffic(),
+        jobs(),
+        tenants(),
+        kafka(),
+        fal(),
+        lost_answers(),
+        cost(),
+        process(),
+    ]
 
 
 # --------------------------------------------------------------------------------- JSON

@@ -79,8 +79,10 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
     """The panels cover requests, results, in-flight vs limit, fal queue wait and run time
     quantiles, end-to-end latency, dead letters, lag per partition, commits and failures,
     rebalances, fal HTTP calls, video seconds and cost, duplicates and resumes, the ledger
-    write window, process CPU and memory, and per tenant (issue 12) what waits, runs and
-    starts, the backlog wait p50/p95, and the replicas' fleet shares."""
+    write window, process CPU and memory, per tenant (issue 12) what waits, runs and starts,
+    the backlog wait p50/p95, and the replicas' fleet shares, and for lost submit answers
+    (issue 13) reconciliations started and their outcomes, the time to resolve p50/p95, and
+    whether fal's request history is available."""
     queries = panel_queries(dashboard())
     used = set().union(*(metric_names(q.expr) for q in queries))
     wanted = {
@@ -109,6 +111,10 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "lynx_relay_tenant_starts_total",
         "lynx_relay_tenant_wait_seconds_bucket",
         "lynx_relay_fleet_share",
+        "lynx_relay_reconciliations_started_total",
+        "lynx_relay_reconciliations_total",
+        "lynx_relay_reconcile_seconds_bucket",
+        "lynx_relay_fal_history_available",
     }
     assert wanted - used == set()
     text = " ".join(q.expr for q in queries)
@@ -123,6 +129,13 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
             f"histogram_quantile({quantile}, sum by (tenant, le) "
             "(rate(lynx_relay_tenant_wait_seconds_bucket" in text
         )
+    assert "sum by (outcome) (rate(lynx_relay_reconciliations_total{" in text
+    for quantile in ("0.5", "0.95"):
+        assert (
+            f"histogram_quantile({quantile}, sum by (le) "
+            "(rate(lynx_relay_reconcile_seconds_bucket" in text
+        )
+    assert "min(lynx_relay_fal_history_available{" in text
     # cost per hour and per day: video seconds per second times the price
     assert re.search(r"video_seconds_total.*\* 3600 \* max\(lynx_relay_price", text)
     assert re.search(r"video_seconds_total.*\* 86400 \* max\(lynx_relay_price", text)

@@ -128,6 +128,8 @@ def run_demo(bootstrap: str, *, timeout: float) -> int:
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "FAL_QUEUE_URL": f"http://127.0.0.1:{emulator_port}",
+        # The emulator's Platform API: the relay asks its request history about lost answers.
+        "FAL_API_URL": f"http://127.0.0.1:{emulator_port}/v1",
         "RELAY_HTTP_PORT": str(relay_port),
         "RELAY_POLL_MIN_INTERVAL_S": "0.5",
         "RELAY_POLL_MAX_INTERVAL_S": "2",
