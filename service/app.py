@@ -23,12 +23,13 @@ from httpx_aiohttp import AiohttpTransport
 from service.adapters.clock import SystemClock
 from service.adapters.fal import FalQueue, parse_webhook
 from service.adapters.fal_history import FalRequestHistory
+from service.adapters.fal_pricing import FalPricing
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
 from service.adapters.kafka_client import KafkaRefused, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
 from service.adapters.ops_http import OpsServer
 from service.adapters.webhooks import WebhookVerifier
-from service.config import Settings
+from service.config import Settings, is_local_url
 from service.core.ledger import LedgerView
 from service.core.polling import PollSchedule
 from service.logs import get_logger
@@ -184,8 +185,15 @@ class RelayService:
                     reconcile_interval=s.relay_reconcile_interval_s,
                     reconcile_give_up=s.relay_reconcile_give_up_s,
                     reconcile_skew=s.relay_reconcile_skew_s,
+                    fallback_unit_price=s.relay_price_per_video_second,
                 ),
                 history=FalRequestHistory(
+                    http, api_url=s.fal_api_url, endpoint=s.fal_endpoint, metrics=self.metrics
+                ),
+                # Same key and the same reason not to send a placeholder key to fal.
+                pricing=None
+                if s.fal_key is None and not is_local_url(s.fal_api_url)
+                else FalPricing(
                     http, api_url=s.fal_api_url, endpoint=s.fal_endpoint, metrics=self.metrics
                 ),
             )

@@ -49,10 +49,13 @@ class FalError(RelayError):
         retryable: bool | None = None,
         status_code: int | None = None,
         retry_after: float | None = None,
+        billable_units: float | None = None,
     ) -> None:
         super().__init__(message, details=details, retryable=retryable)
         self.status_code = status_code
         self.retry_after = retry_after  # seconds fal asked us to wait (Retry-After)
+        # What fal bills for the job that failed (a 422 may be billed; a 5xx never is).
+        self.billable_units = billable_units
 
 
 class FalUnauthorized(FalError):

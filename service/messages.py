@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.core.cost import Cost
 from service.core.jobs import Job
 from service.core.outcomes import Failure, Outcome
 
@@ -234,6 +235,17 @@ class Timings(BaseModel):
     completed_at: Timestamp | None = None
 
 
+class CostInfo(BaseModel):
+    """What the request cost: fal's billed units times the account's unit price."""
+
+    units: float
+    unit: str
+    unit_price: float
+    amount: float
+    currency: str
+    estimated: bool  # no billed units in fal's answer: from num_frames / frames_per_second
+
+
 class ResultEvent(BaseModel):
     """The one terminal event published per accepted request, keyed by its request_id."""
 
@@ -245,12 +257,15 @@ class ResultEvent(BaseModel):
     fal_request_id: str | None = None
     metadata: dict[str, Any] | None = None
     timings: Timings
+    cost: CostInfo | None = None  # null when nothing was billed
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
 
 
-def result_event(job: Job, outcome: Outcome, metadata: dict[str, Any] | None) -> ResultEvent:
+def result_event(
+    job: Job, outcome: Outcome, metadata: dict[str, Any] | None, cost: Cost | None = None
+) -> ResultEvent:
     """The contract's result event for a job that ended with ``outcome``."""
     video = Video.model_validate(dict(outcome.video)) if outcome.video is not None else None
     return ResultEvent(
@@ -266,6 +281,16 @@ def result_event(job: Job, outcome: Outcome, metadata: dict[str, Any] | None) ->
             submitted_at=job.submitted_at,
             started_at=job.started_at,
             completed_at=job.completed_at,
+        ),
+        cost=None
+        if cost is None
+        else CostInfo(
+            units=cost.units,
+            unit=cost.unit,
+            unit_price=cost.unit_price,
+            amount=cost.amount,
+            currency=cost.currency,
+            estimated=cost.estimated,
         ),
     )
 

@@ -199,6 +199,19 @@ class RelayMetrics:
             "RELAY_FAL_CONCURRENCY by the partitions it owns.",
             registry=r,
         )
+        self.tenant_spend = Counter(
+            p + "tenant_spend_dollars",
+            "What the tenant's finished jobs cost: fal's billed units (or, without them, the "
+            "estimate from num_frames / frames_per_second) times the account's unit price.",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_billed_units = Counter(
+            p + "tenant_billed_units",
+            "Units fal billed for the tenant's finished jobs (seconds of video for Lynx).",
+            ["tenant"],
+            registry=r,
+        )
         # Submits whose answer was lost, settled with fal's request history (issue 13).
         self.reconciliations_started = Counter(
             p + "reconciliations_started",
@@ -238,7 +251,7 @@ RESULT_SERIES = (
     *(("failed", code) for code in ERROR_CODES if code != "cancelled"),
     ("cancelled", "cancelled"),
 )
-FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel", "history")
+FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel", "history", "pricing")
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "error")
 TOPIC_KINDS = ("results", "dead_letter", "ledger")
 RECONCILE_OUTCOMES = ("adopted", "submitted_again", "given_up")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from service.core.cost import Price
 from service.core.ledger import FalRef, LedgerEntry
 from service.core.offsets import Partition
 from service.messages import ProgressEvent, ResultEvent
@@ -138,6 +139,7 @@ class FalStatus:
 class FalOutput:
     video: Mapping[str, Any]
     seed: int | None
+    billable_units: float | None = None  # X-Fal-Billable-Units on fal's answer, if it said
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,14 @@ class FalHistory(Protocol):
         """Every request sent in ``[since, until)`` (timezone-aware), each once, with its
         payloads. Whether a request not ended yet is listed is fal's choice: a caller must
         work either way."""
+
+
+class FalPricing(Protocol):
+    """The account's unit price for the endpoint (fal's Platform API). Raises
+    ``service.errors.FalError`` subclasses; ``FalHistoryRefused``/``FalUnauthorized``: it will
+    not say (keep the fallback price)."""
+
+    async def price(self) -> Price: ...
 
 
 class Clock(Protocol):

@@ -15,6 +15,7 @@ Retries (stamina, capped exponential backoff with jitter):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -161,10 +162,14 @@ class FalQueue:
             raise FalUnavailable("fal's status stream sent something that is not JSON") from None
 
     async def result(self, job: FalRef) -> FalOutput:
-        body = await self._idempotent("result", "GET", job.response_url)
-        output = _output_from(body)
+        body, headers = await self._idempotent_with_headers("result", "GET", job.response_url)
+        output = _output_from(body, billable_units(headers))
         if output is None:
-            raise FalJobFailed("fal's result has no video url", details={"result": body})
+            raise FalJobFailed(
+                "fal's result has no video url",
+                details={"result": body},
+                billable_units=billable_units(headers),
+            )
         return output
 
     async def cancel(self, job: FalRef) -> None:
@@ -177,14 +182,26 @@ class FalQueue:
     # --- one HTTP call --------------------------------------------------------------------
 
     async def _idempotent(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        body, _headers = await self._idempotent_with_headers(kind, method, url, **kw)
+        return body
+
+    async def _idempotent_with_headers(
+        self, kind: str, method: str, url: str, **kw: Any
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         async for attempt in stamina.retry_context(
             on=_retryable, attempts=self._attempts, timeout=self._retry_timeout
         ):
             with attempt:
-                return await self._call(kind, method, url, **kw)
+                return await self._call_with_headers(kind, method, url, **kw)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _call(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        body, _headers = await self._call_with_headers(kind, method, url, **kw)
+        return body
+
+    async def _call_with_headers(
+        self, kind: str, method: str, url: str, **kw: Any
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         try:
             response = await self._http.request(method, url, **kw)
         except httpx.HTTPError as exc:
@@ -195,7 +212,7 @@ class FalQueue:
         if response.is_success:
             if not isinstance(body, dict):
                 raise FalUnavailable(f"fal's {kind} answer is not a JSON object")
-            return body
+            return body, response.headers
         raise error_for(kind, response.status_code, response.headers, body)
 
 
@@ -291,13 +308,28 @@ def _status_from(body: dict[str, Any]) -> FalStatus:
     )
 
 
-def _output_from(body: Any) -> FalOutput | None:
+def _output_from(body: Any, units: float | None = None) -> FalOutput | None:
     """The Lynx output in a result (or a webhook's payload): its video, if it has a URL."""
     video = body.get("video") if isinstance(body, dict) else None
     if not isinstance(video, dict) or not isinstance(video.get("url"), str):
         return None
     seed = body.get("seed")
-    return FalOutput(video=video, seed=seed if isinstance(seed, int) else None)
+    return FalOutput(
+        video=video, seed=seed if isinstance(seed, int) else None, billable_units=units
+    )
+
+
+def billable_units(headers: Mapping[str, str]) -> float | None:
+    """``X-Fal-Billable-Units``: what fal bills for the job, in the endpoint's unit (None when
+    absent or not a number)."""
+    value = headers.get("x-fal-billable-units")
+    if value is None:
+        return None
+    try:
+        units = float(value)
+    except ValueError:
+        return None
+    return units if math.isfinite(units) and units >= 0 else None
 
 
 def parse_webhook(body: Mapping[str, Any]) -> tuple[FalStatus, FalOutput | None]:
@@ -367,13 +399,17 @@ def error_for(kind: str, status: int, headers: Mapping[str, str], body: Any) -> 
             f"fal no longer knows the job: {message}", details=details, status_code=status
         )
     if 400 <= status < 500:
-        return FalRejected(message, details=details, status_code=status)
+        # A 422 from the model may be billed: the header says what it cost.
+        return FalRejected(
+            message, details=details, status_code=status, billable_units=billable_units(headers)
+        )
     retryable_header = headers.get("x-fal-retryable")
     return FalJobFailed(
         message,
         details=details,
         status_code=status,
         retryable=retryable_header is not None and retryable_header.lower() == "true",
+        billable_units=billable_units(headers),
     )
 
 

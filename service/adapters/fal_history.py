@@ -113,7 +113,7 @@ class FalRequestHistory:
 
     async def _page(self, params: Mapping[str, str]) -> dict[str, Any]:
         async for attempt in stamina.retry_context(
-            on=_retryable, attempts=self._attempts, timeout=self._retry_timeout
+            on=retryable_call, attempts=self._attempts, timeout=self._retry_timeout
         ):
             with attempt:
                 return await self._call(params)
@@ -136,29 +136,31 @@ class FalRequestHistory:
         raise history_error_for(response.status_code, response.headers, body)
 
 
-def history_error_for(status: int, headers: Mapping[str, str], body: Any) -> FalError:
+def history_error_for(
+    status: int, headers: Mapping[str, str], body: Any, what: str = "request history"
+) -> FalError:
     """Translate a non-2xx answer of the Platform API (``{"error": {"type", "message", ...}}``)
-    into our error tree."""
+    into our error tree; ``what`` names the API in messages."""
     error = body.get("error") if isinstance(body, dict) else None
     error_type = error.get("type") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     if not isinstance(message, str) or not message:
-        message = f"fal's request history answered {status}"
+        message = f"fal's {what} answered {status}"
     details = {"status_code": status, "error_type": error_type, "message": message[:500]}
     text = message[:500]
     if status in (401, 403):
         return FalUnauthorized(
-            f"fal's request history refused the key: {text}", details=details, status_code=status
+            f"fal's {what} refused the key: {text}", details=details, status_code=status
         )
     if status in (408, 429) or status >= 500:
         wait = retry_after_seconds(headers.get("retry-after"), datetime.now(UTC))
         return FalUnavailable(text, details=details, status_code=status, retry_after=wait)
     return FalHistoryRefused(
-        f"fal's request history cannot answer: {text}", details=details, status_code=status
+        f"fal's {what} cannot answer: {text}", details=details, status_code=status
     )
 
 
-def _retryable(exc: Exception) -> bool | float:
+def retryable_call(exc: Exception) -> bool | float:
     """stamina's hook: whether to retry, or how long to wait when fal said (Retry-After)."""
     if not isinstance(exc, FalUnavailable) or not exc.retryable:
         return False

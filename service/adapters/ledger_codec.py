@@ -11,11 +11,14 @@ topic.
      "fal": {"request_id", "status_url", "response_url", "cancel_url"} | null,
      "received_at": "<RFC 3339>" | null, "metadata": {...} | null, "deadline": ... | null,
      "status": "succeeded" | ... | null, "shape": "..." | null, "run_s": 12.3 | null,
-     "tenant": "..." | null, "digest": "<sha256 hex>" | null, "fal_request_id": "..." | null}
+     "tenant": "..." | null, "digest": "<sha256 hex>" | null, "fal_request_id": "..." | null,
+     "units": 5.0625 | null, "amount": 3.0375 | null}
 
 ``digest`` is an intent's (the body about to be submitted); ``fal_request_id`` a finished
-job's fal job, so that fal's history never gives it to another request. Both are optional:
-records written before they existed read as null.
+job's fal job, so that fal's history never gives it to another request. ``units``: an intent's
+or a submitted job's expected units, a finished job's cost in units (with its ``amount``, in
+the price's currency), which is what spend per tenant is rebuilt from. All are optional and
+written only when set: records written before they existed read as null.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def encode_entry(entry: LedgerEntry, writer: str) -> bytes:
         body["digest"] = entry.digest
     if entry.fal_request_id is not None:
         body["fal_request_id"] = entry.fal_request_id
+    if entry.units is not None:
+        body["units"] = entry.units
+    if entry.amount is not None:
+        body["amount"] = entry.amount
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -89,6 +96,8 @@ def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
         tenant=str(body["tenant"]) if isinstance(body.get("tenant"), str) else None,
         digest=_opt_str(body.get("digest")),
         fal_request_id=_opt_str(body.get("fal_request_id")),
+        units=_opt_float(body.get("units")),
+        amount=_opt_float(body.get("amount")),
     )
     if entry.state not in ENTRY_STATES:
         raise ValueError(f"unknown ledger state {entry.state!r}")
@@ -97,3 +106,7 @@ def decode_entry(key: str, value: bytes) -> tuple[LedgerEntry, str]:
 
 def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -76,6 +76,10 @@ class LedgerEntry:
     tenant: str | None = None  # intent and submitted entries: whose job it is
     digest: str | None = None  # intent: the digest of the body sent (``core.reconcile``)
     fal_request_id: str | None = None  # finished: its fal job, if one was made
+    # intent and submitted: the units the job is expected to bill; finished: the units it
+    # cost (billed, or estimated), with their amount (``core.cost``). None: nothing billed.
+    units: float | None = None
+    amount: float | None = None
 
     def supersedes(self, held: LedgerEntry) -> bool:
         """Whether this entry replaces ``held`` (same key). For one source record an end

@@ -33,6 +33,7 @@ class Outcome:
     error: Failure | None = None
     video: Mapping[str, Any] | None = None
     seed: int | None = None
+    billed_units: float | None = None  # what fal's answer said it bills (None: it said nothing)
 
     @property
     def error_code(self) -> str:
@@ -40,12 +41,21 @@ class Outcome:
         return self.error.code if self.error else "none"
 
 
-def succeeded(video: Mapping[str, Any], seed: int | None) -> Outcome:
-    return Outcome("succeeded", video=video, seed=seed)
+def succeeded(
+    video: Mapping[str, Any], seed: int | None, billed_units: float | None = None
+) -> Outcome:
+    return Outcome("succeeded", video=video, seed=seed, billed_units=billed_units)
 
 
-def failed(code: str, message: str, *, retryable: bool, details: Any = None) -> Outcome:
-    return Outcome("failed", Failure(code, message, retryable, details))
+def failed(
+    code: str,
+    message: str,
+    *,
+    retryable: bool,
+    details: Any = None,
+    billed_units: float | None = None,
+) -> Outcome:
+    return Outcome("failed", Failure(code, message, retryable, details), billed_units=billed_units)
 
 
 def crashed(error_type: str) -> Outcome:

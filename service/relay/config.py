@@ -40,6 +40,10 @@ class RelayConfig:
     reconcile_interval: float = 10.0
     reconcile_give_up: float = 1200.0
     reconcile_skew: float = 30.0
+    # The price until fal's pricing answers (RELAY_PRICE_PER_VIDEO_SECOND), and how often
+    # fal is asked again.
+    fallback_unit_price: float = 0.60
+    price_refresh: float = 3600.0
 
     @property
     def max_unfinished(self) -> int:

@@ -30,6 +30,7 @@ class JobContext:
     metadata: dict[str, Any] | None = None
     deadline: datetime | None = None
     shape: str | None = None  # what its run time depends on (see RunTimes)
+    expected_units: float | None = None  # what fal will bill if it succeeds (``core.cost``)
     resume: FalRef | None = None  # a job found at fal in the ledger: watched, never submitted
     # Its submit's intent, while fal may or may not have the job (``relay.reconcile``).
     intent: Intent | None = None

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TypedDict
 
+from service.core.cost import Price
 from service.core.ledger import ENTRY_STATES, LedgerView
 from service.core.offsets import Partition
 from service.core.polling import RunTimes
@@ -20,6 +21,7 @@ from service.ports import (
     Clock,
     FalHistory,
     FalOutput,
+    FalPricing,
     FalStatus,
     Inbox,
     LedgerFeed,
@@ -34,6 +36,7 @@ from service.relay.context import Jobs
 from service.relay.intake import Intake
 from service.relay.key_gate import KeyGate
 from service.relay.ownership import Ownership, PartitionStates
+from service.relay.prices import Prices
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
 from service.relay.reconcile import Reconciler
@@ -60,6 +63,7 @@ class Relay:
         metrics: RelayMetrics,
         config: RelayConfig,
         history: FalHistory | None = None,
+        pricing: FalPricing | None = None,
     ) -> None:
         tools = Tools(clock, metrics, get_logger())
         self._log, self._view = tools.log, view
@@ -102,6 +106,12 @@ class Relay:
             give_up_after=config.reconcile_give_up,
             skew=config.reconcile_skew,
         )
+        self._prices = prices = Prices(
+            tools,
+            pricing=pricing,
+            fallback=Price(config.fallback_unit_price),
+            refresh=config.price_refresh,
+        )
         progress = ProgressReporter(
             outbox, clock, config.progress_min_interval, config.progress_max_logs
         )
@@ -125,7 +135,13 @@ class Relay:
             policy=config.input_policy,
             watcher=watcher,
             publisher=ResultPublisher(
-                tools, commits=commits, outbox=outbox, jobs=jobs, writes=writes
+                tools,
+                commits=commits,
+                outbox=outbox,
+                jobs=jobs,
+                writes=writes,
+                price=prices.current,
+                tenant_label=config.tenants.label,
             ),
             progress=progress if config.progress else None,
             run_times=self._run_times,
@@ -248,6 +264,7 @@ class Relay:
             async with asyncio.TaskGroup() as group:
                 self._board.open(group)
                 self._board.background(self._reconcile())
+                self._board.background(self._prices.run())
                 self._started.set()
                 try:
                     await self._intake.run()

@@ -25,6 +25,7 @@ from typing import Any
 
 from service.core import outcomes
 from service.core.backoff import Backoff
+from service.core.cost import expected_units
 from service.core.jobs import Job, JobEvent, JobState
 from service.core.ledger import FalRef, LedgerEntry, Source
 from service.core.offsets import Partition
@@ -123,6 +124,9 @@ class JobRunner:
             metadata=request.metadata,
             deadline=options.deadline if options else None,
             shape=request.input.shape,
+            expected_units=expected_units(
+                request.input.num_frames, request.input.frames_per_second
+            ),
             request=request,
             place=(Partition(source.topic, source.partition), source.offset),
         )
@@ -142,6 +146,7 @@ class JobRunner:
             metadata=entry.metadata,
             deadline=entry.deadline,
             tenant=entry.tenant or DEFAULT_TENANT,
+            expected_units=entry.units,
             resume=entry.fal,
             place=(Partition(source.topic, source.partition), source.offset) if fetched else None,
         )
@@ -166,6 +171,7 @@ class JobRunner:
             metadata=entry.metadata,
             deadline=entry.deadline,
             tenant=entry.tenant or DEFAULT_TENANT,
+            expected_units=entry.units,
             intent=Intent(entry.key, entry.digest or "", entry.at),
             place=(Partition(source.topic, source.partition), source.offset) if fetched else None,
         )
@@ -219,7 +225,11 @@ class JobRunner:
             outcome = outcomes.timed_out(self._clock.now(), ctx.deadline, self._job_timeout)
         except FalError as exc:
             outcome = outcomes.failed(
-                exc.code, exc.message, retryable=exc.retryable, details=exc.details
+                exc.code,
+                exc.message,
+                retryable=exc.retryable,
+                details=exc.details,
+                billed_units=exc.billable_units,
             )
         return self._failed(ctx, outcome)
 
@@ -350,7 +360,7 @@ class JobRunner:
                 ctx.log.warning("fal_result_unavailable", error=exc.message)
                 elapsed = self._clock.monotonic() - started
                 await self._clock.sleep(self._poll.next_delay(elapsed))
-        return outcomes.succeeded(output.video, output.seed)
+        return outcomes.succeeded(output.video, output.seed, output.billable_units)
 
     async def cancel_quietly(self, ref: FalRef, log: Any) -> None:
         # Nobody will take this result, so stop paying for it; failure here changes nothing.

@@ -103,4 +103,5 @@ class Submitter:
             metadata=ctx.metadata,
             tenant=ctx.tenant,
             deadline=ledger_time(ctx.deadline) if ctx.deadline else None,
+            units=ctx.expected_units,
         )

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.core.cost import Price
 from service.core.ledger import FalRef, LedgerEntry, LedgerView
 from service.core.offsets import Partition
 from service.errors import (
     FalHistoryRefused,
     FalJobFailed,
+    FalRejected,
     FalSubmitUnknown,
     FalUnauthorized,
     FalUnavailable,
@@ -277,6 +279,9 @@ class FakeFal:
         self.lose_answers = 0
         self.drop_submits = 0
         self.jobs: list[FalHistoryItem] = []
+        # X-Fal-Billable-Units per fal job (its seconds of video) when ``bills``; else none.
+        self.bills = False
+        self.billed: dict[str, float] = {}
         self.now: Any = None  # a clock's ``now``, to date the jobs
         self._changed = asyncio.Event()
 
@@ -315,6 +320,10 @@ class FakeFal:
             FalHistoryItem(fid, sent_at=self.now() if self.now else None, json_input=arguments)
         )
         self.submitted.append(arguments)
+        if self.bills:
+            self.billed[fid] = int(arguments.get("num_frames", 81)) / int(
+                arguments.get("frames_per_second", 16)
+            )
         self.options.append(options)
         self._changed.set()
         self.polls[fid] = 0
@@ -374,9 +383,16 @@ class FakeFal:
         await asyncio.sleep(0)
         self.in_flight -= 1
         self.results_fetched += 1
-        if "fail" in self.plan[job.request_id]:
+        plan = self.plan[job.request_id]
+        if "refused-billed" in plan:  # the model refused the input, and fal billed it
+            raise FalRejected("num_frames: too many", status_code=422, billable_units=0.5)
+        if "fail" in plan:
             raise FalJobFailed("the model crashed", details={"status_code": 500})
-        return FalOutput(video={"url": f"https://v/{job.request_id}.mp4"}, seed=42)
+        return FalOutput(
+            video={"url": f"https://v/{job.request_id}.mp4"},
+            seed=42,
+            billable_units=self.billed.get(job.request_id),
+        )
 
     async def cancel(self, job: FalRef) -> None:
         self.in_flight -= 1
@@ -418,3 +434,20 @@ class FakeHistory:
         return [
             job for job in self._fal.jobs if job.sent_at is None or since <= job.sent_at < until
         ]
+
+
+class FakePricing:
+    """fal's pricing: ``unit_price`` (None: it refuses, as a 404 would); ``asked`` counts."""
+
+    def __init__(self, unit_price: float | None) -> None:
+        self.unit_price = unit_price
+        self.asked = 0
+        self.changed = asyncio.Event()
+
+    async def price(self) -> Price:
+        await asyncio.sleep(0)
+        self.asked += 1
+        self.changed.set()
+        if self.unit_price is None:
+            raise FalHistoryRefused("fal answered 404 to pricing", status_code=404)
+        return Price(self.unit_price, from_fal=True)

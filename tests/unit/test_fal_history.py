@@ -17,8 +17,8 @@ import pytest
 from service.adapters.fal_history import (
     PAGE_LIMIT,
     FalRequestHistory,
-    _retryable,
     history_error_for,
+    retryable_call,
 )
 from service.errors import (
     FalHistoryIncomplete,
@@ -334,10 +334,10 @@ def test_retry_after_is_honoured_and_capped() -> None:
     err = history_error_for(429, httpx.Headers({"retry-after": "3"}), {"error": {}})
     assert isinstance(err, FalUnavailable)
     assert err.retry_after == 3.0
-    assert _retryable(err) == 3.0
+    assert retryable_call(err) == 3.0
     long_wait = history_error_for(503, httpx.Headers({"retry-after": "600"}), None)
-    assert _retryable(long_wait) == 60.0
-    assert _retryable(FalUnavailable("x")) is True
-    assert _retryable(FalUnavailable("x", retryable=False)) is False
-    assert _retryable(FalHistoryRefused("x")) is False
-    assert _retryable(FalUnauthorized("x")) is False
+    assert retryable_call(long_wait) == 60.0
+    assert retryable_call(FalUnavailable("x")) is True
+    assert retryable_call(FalUnavailable("x", retryable=False)) is False
+    assert retryable_call(FalHistoryRefused("x")) is False
+    assert retryable_call(FalUnauthorized("x")) is False

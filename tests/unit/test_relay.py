@@ -23,7 +23,15 @@ from service.metrics import RelayMetrics
 from service.ports import FalOutput, FalPhase, FalStatus, SubmitOptions
 from service.relay import Relay, RelayConfig
 from service.tenants import TenantPolicy, Tenants
-from tests.fakes import FakeClock, FakeFal, FakeHistory, FakeInbox, FakeLedgerFeed, FakeOutbox
+from tests.fakes import (
+    FakeClock,
+    FakeFal,
+    FakeHistory,
+    FakeInbox,
+    FakeLedgerFeed,
+    FakeOutbox,
+    FakePricing,
+)
 
 
 def request(rid: str, prompt: str = "a pumpkin", **extra: Any) -> bytes:
@@ -42,6 +50,7 @@ async def running(
     clock: FakeClock | None = None,
     metrics: RelayMetrics | None = None,
     history: FakeHistory | None = None,
+    pricing: FakePricing | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Relay]:
     """A relay over the fakes; ``ledger`` is what a previous process left in the ledger, read
@@ -62,6 +71,7 @@ async def running(
         metrics=metrics or RelayMetrics(),
         config=RelayConfig(max_in_flight=limit, poll=PollSchedule(0.01, 0.05), **cfg),
         history=history,
+        pricing=pricing,
     )
     task = asyncio.create_task(relay.run())
     try:
