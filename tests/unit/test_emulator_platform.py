@@ -47,6 +47,7 @@ BASE = "http://fal.test"
 ENDPOINTS = ("fal-ai/lynx", "bytedance/lynx")
 WALL0 = 1_700_000_000.0  # the wall clock at monotonic 0 in ``submit_job``
 HISTORY = "/v1/models/requests/by-endpoint"
+NO_ROUTE = "/v1/models/no-such-route"  # no Platform API route the emulator serves
 
 
 # --- the pure history, with a hand-held clock --------------------------------------------------
@@ -369,7 +370,10 @@ def test_expand_is_a_list_repeated_or_comma_separated(expand: list[str], payload
         ("DELETE", "/v1/models/requests/abc/payloads", "delete_payloads", "abc"),
         ("POST", "/v1/models/requests/by-endpoint", None, None),
         ("GET", "/v1/models/requests/abc/payloads", None, None),
-        ("GET", "/v1/models/pricing", None, None),
+        ("GET", "/v1/models/pricing", "pricing", None),
+        ("GET", "/v1/models/pricing/", "pricing", None),
+        ("POST", "/v1/models/pricing", None, None),
+        ("GET", NO_ROUTE, None, None),
         ("GET", "/fal-ai/lynx/requests/by-endpoint", None, None),
     ],
 )
@@ -468,8 +472,8 @@ async def test_auth_and_errors_have_the_platform_apis_shape(
         assert_platform_error(wrong, 401, "authorization_error")
         assert "nope" not in wrong.text
         # Auth comes first, even for a route that does not exist.
-        assert_platform_error(await bare.get("/v1/models/pricing"), 401, "authorization_error")
-    assert_platform_error(await fal.client.get("/v1/models/pricing"), 404, "not_found")
+        assert_platform_error(await bare.get(NO_ROUTE), 401, "authorization_error")
+    assert_platform_error(await fal.client.get(NO_ROUTE), 404, "not_found")
     unknown = await fal.client.get(HISTORY, params={"endpoint_id": "fal-ai/flux/dev"})
     assert_platform_error(unknown, 404, "not_found")
     assert_platform_error(await fal.client.get(HISTORY), 422, "validation_error")

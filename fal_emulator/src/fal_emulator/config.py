@@ -2,8 +2,9 @@
 
 This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
 failure share, auth key, result retention, seed, served endpoints, injected faults, webhook
-delivery, which jobs the request history lists) and how those knobs are spelled on the command
-line (the fault vocabulary itself lives in ``faults``).
+delivery, which jobs the request history lists, the unit price and whether refused inputs are
+billed) and how those knobs are spelled on the command line (the fault vocabulary itself lives
+in ``faults``).
 ``cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
 or the environment by itself.
 """
@@ -38,6 +39,12 @@ DEFAULT_WEBHOOK_TIMEOUT = 15.0
 # unconfirmed, so a client must work with both.
 HistoryLists = Literal["all", "ended"]
 HISTORY_LISTS: tuple[HistoryLists, ...] = get_args(HistoryLists)
+# What the emulator bills in: Lynx on fal costs $0.60 per second of output video, and the
+# Platform API's pricing names the unit "second" (see ``fal-queue-protocol.md``). One price for
+# every endpoint served, as ``fal-ai/lynx`` and ``bytedance/lynx`` are the same model.
+BILLING_UNIT = "second"
+CURRENCY = "USD"
+DEFAULT_UNIT_PRICE = 0.60
 # First path segments the emulator serves itself, so no endpoint id may start with them.
 RESERVED_OWNERS = ("_emulator", "v1")
 
@@ -68,6 +75,12 @@ class EmulatorConfig:
     webhook_drop_rate: float = 0.0
     # Request history (Platform API): see ``HistoryLists``; ``reconfigure`` can change it.
     history_lists: HistoryLists = "all"
+    # Billing: USD per billable unit (a second of output video), as the pricing endpoint serves
+    # it; ``reconfigure`` can change it, so a test can watch a client pick up a new price. And
+    # the units a job whose input the model refused (its 422) is billed: fal says a 422 *may*
+    # be billed, so a client must handle both; 0 (the default) bills it nothing.
+    unit_price: float = DEFAULT_UNIT_PRICE
+    bill_user_errors: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("run_time", "queue_wait"):
@@ -91,6 +104,9 @@ class EmulatorConfig:
             if parts[0] in RESERVED_OWNERS:
                 raise ValueError(f"endpoint id {endpoint!r} would hide the emulator's own routes")
         check_history_lists(self.history_lists)
+        check_unit_price(self.unit_price)
+        if not (_finite(self.bill_user_errors) and self.bill_user_errors >= 0):
+            raise ValueError(f"bill_user_errors must be 0 or more, got {self.bill_user_errors}")
         self._check_webhooks()
 
     def _check_webhooks(self) -> None:
@@ -125,6 +141,18 @@ def check_history_lists(value: object) -> HistoryLists:
         if value == mode:
             return mode
     raise ValueError(f"history_lists must be one of {', '.join(HISTORY_LISTS)}, got {value!r}")
+
+
+def check_unit_price(price: object) -> float:
+    """``price`` as a unit price: a finite number, 0 or more. Raises ``ValueError``."""
+    if (
+        isinstance(price, int | float)
+        and not isinstance(price, bool)
+        and math.isfinite(price)
+        and price >= 0
+    ):
+        return float(price)
+    raise ValueError(f"unit_price must be a number, 0 or more, got {price!r}")
 
 
 def _finite(value: float) -> bool:
@@ -275,8 +303,21 @@ _PLATFORM_HELP = (
     "fal's Platform API is served under /v1 (FalEmulator.api_url, the value for FAL_API_URL): "
     "GET /v1/models/requests/by-endpoint?endpoint_id=...[&start=&end=&status=&request_id=&limit="
     "&cursor=&sort_by=&expand=payloads] lists the emulator's jobs (request history), DELETE "
-    "/v1/models/requests/{request_id}/payloads forgets a job's input and output. Both want the "
-    "same key as the queue."
+    "/v1/models/requests/{request_id}/payloads forgets a job's input and output, GET "
+    "/v1/models/pricing?endpoint_id=...[&endpoint_id=...] answers each endpoint's --unit-price. "
+    "All want the same key as the queue."
+)
+
+
+_BILLING_HELP = (
+    "Lynx is billed per second of output video: a job that succeeded is billed num_frames / "
+    "frames_per_second of its input (fal's defaults 81 and 16: 5.0625 units), and its result "
+    "answer (GET .../requests/{id}, every time it is fetched) carries the header "
+    "'X-Fal-Billable-Units: 5.0625'. A refused input (the model's 422) is billed "
+    "--bill-user-errors-units; server errors (5xx, the 500-model/503-model fates, gateway "
+    "faults), start timeouts and cancelled jobs never are, and their answers carry no such "
+    "header. Queue time never counts. The bill is in GET /_emulator/stats under 'billing' "
+    "(billed_units per job with ?jobs=1): a job is billed once, when it ends, fetched or not."
 )
 
 
@@ -441,6 +482,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "unconfirmed); POST /_emulator/config {'history_lists': ...} changes it at runtime "
         "(default: %(default)s)",
     )
+    billing = parser.add_argument_group("billing", description=_BILLING_HELP)
+    billing.add_argument(
+        "--unit-price",
+        type=_non_negative_float,
+        default=defaults.unit_price,
+        metavar="USD",
+        help="price of one billable unit (a second of video), served by GET "
+        "/v1/models/pricing; POST /_emulator/config {'unit_price': USD} changes it at runtime, "
+        "and a job is charged the price in force when it ends (default: %(default)s)",
+    )
+    billing.add_argument(
+        "--bill-user-errors-units",
+        type=_non_negative_float,
+        default=defaults.bill_user_errors,
+        metavar="UNITS",
+        help="units billed for a job whose input the model refused (its 422), carried on that "
+        "422 result answer; 0 bills nothing and sends no header (default: %(default)s)",
+    )
 
 
 def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
@@ -460,4 +519,6 @@ def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
         webhook_timeout=args.webhook_timeout,
         webhook_drop_rate=args.webhook_drop_rate,
         history_lists=args.history_lists,
+        unit_price=args.unit_price,
+        bill_user_errors=args.bill_user_errors_units,
     )

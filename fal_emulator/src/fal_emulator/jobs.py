@@ -29,6 +29,15 @@ Start order: normal-priority jobs before low-priority ones, then submission orde
 queue wait is not over yet is skipped, not waited for. ``queue_position`` counts the queued jobs
 that sort before a job in that order (exact when ``queue_wait`` is fixed, approximate otherwise,
 as fal's own position is).
+
+Billing. A job is billed once, at the moment it completes, whether or not its result is ever
+fetched, as fal's invoice would be: ``billable_units`` decides how much from its outcome (a
+success: seconds of output video, ``num_frames / frames_per_second`` of its input; a refused
+input: ``bill_user_errors``; anything else, server errors, start timeouts and cancels: nothing),
+and it is charged ``Simulation.unit_price``, the price in force then (the server changes it at
+runtime), so a later price change never re-prices a job already billed. Queue time never counts.
+The job keeps ``billed_units`` and ``billed_amount`` (``wire`` puts the units on its result
+answer) and ``Counters`` the totals.
 """
 
 from __future__ import annotations
@@ -123,8 +132,10 @@ PLACEHOLDER_MP4 = (
 )
 OUTPUT_FILE_NAME = "output.mp4"
 
-# A plan's frame count and steps when its input was refused (fal's defaults, as in ``lynx``).
+# A plan's frame count, frame rate and steps when its input was refused (fal's defaults, as in
+# ``lynx``).
 DEFAULT_NUM_FRAMES = 81
+DEFAULT_FPS = 16
 DEFAULT_STEPS = 50
 
 _SHORT_SIDE = {"480p": 480, "580p": 580, "720p": 720}
@@ -235,6 +246,8 @@ class Plan:
     output: dict[str, Any] | None = None
     validation_errors: list[dict[str, Any]] = field(default_factory=list)
     num_frames: int = DEFAULT_NUM_FRAMES
+    # Seconds of output video, num_frames / frames_per_second: what a success is billed.
+    video_seconds: float = DEFAULT_NUM_FRAMES / DEFAULT_FPS
     steps: int = DEFAULT_STEPS
     frame_size: tuple[int, int] = (1280, 720)
     # MODEL_ERROR only: the status the app's result answers with (500 or 503), and whether that
@@ -271,6 +284,7 @@ def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random
         wait_draw,
         output=output if outcome is Outcome.SUCCEEDED else None,
         num_frames=video["num_frames"],
+        video_seconds=video["duration"],
         steps=model.num_inference_steps,
         frame_size=(video["width"], video["height"]),
         model_status=503 if directives.result_503 and not directives.result_500 else 500,
@@ -284,6 +298,20 @@ def with_model_fault(plan: Plan, status: int) -> Plan:
     return replace(
         plan, outcome=Outcome.MODEL_ERROR, output=None, model_status=status, model_fault=True
     )
+
+
+def billable_units(outcome: Outcome, plan: Plan, user_error_units: float) -> float:
+    """What a job that ended with ``outcome`` is billed, in seconds of output video.
+
+    Only what fal bills: a success is billed its video's length; a refused input (the model's
+    422, a user error) ``user_error_units``, which fal may or may not bill; a server error (a
+    job or model error), a start timeout and a cancel nothing.
+    """
+    if outcome is Outcome.SUCCEEDED:
+        return plan.video_seconds
+    if outcome is Outcome.INVALID_INPUT:
+        return user_error_units
+    return 0.0
 
 
 # --- jobs and the scheduler ------------------------------------------------------------------
@@ -319,6 +347,10 @@ class Job:
     # The Platform API deleted its stored payloads and output file: the request history shows
     # no input or output and the file is gone. ``input`` stays, as the emulator's own record.
     payloads_deleted: bool = False
+    # What it was billed when it completed (0 until then, and for what is never billed), and
+    # the amount at the unit price in force then.
+    billed_units: float = 0.0
+    billed_amount: float = 0.0
 
     def wall(self, t: float) -> float:
         """Epoch seconds of monotonic time ``t``."""
@@ -343,6 +375,10 @@ class Counters:
     peak_running: int = 0
     completed: int = 0
     outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    # The bill: jobs billed, their units and amounts (each at the price when it ended).
+    jobs_billed: int = 0
+    units_billed: float = 0.0
+    amount_billed: float = 0.0
 
 
 _NORMAL, _LOW = 0, 1
@@ -371,6 +407,9 @@ class Simulation:
         # that a simulation nobody drains does not grow).
         self._completed_with_webhook: list[Job] = []
         self.counters = Counters()
+        # The unit price in force: a job is charged it when it completes. Not a config field
+        # read each time, because the server changes it at runtime (``reconfigure``).
+        self.unit_price = config.unit_price
 
     # --- commands ---
 
@@ -591,9 +630,23 @@ class Simulation:
         job.completed_at = at
         self.counters.completed += 1
         self.counters.outcomes[outcome] += 1
+        self._bill(job)
         heapq.heappush(self._expiring, (at + self._config.result_ttl, job.seq, job))
         if job.webhook:
             self._completed_with_webhook.append(job)
+
+    def _bill(self, job: Job) -> None:
+        """Charge a job that just completed, once: only completion calls this."""
+        assert job.outcome is not None
+        units = billable_units(job.outcome, job.plan, self._config.bill_user_errors)
+        if units <= 0:
+            return
+        job.billed_units = units
+        job.billed_amount = units * self.unit_price
+        counters = self.counters
+        counters.jobs_billed += 1
+        counters.units_billed += units
+        counters.amount_billed += job.billed_amount
 
     def _end_in_flight(self, job: Job) -> None:
         if job.in_flight:

@@ -1,11 +1,13 @@
 """fal's Platform API (``https://api.fal.ai/v1``) as far as the emulator serves it: an endpoint's
-request history and the deletion of a request's payloads, both over the emulator's own jobs.
+request history and the deletion of a request's payloads, both over the emulator's own jobs, and
+the endpoints' unit prices.
 
 This module owns the Platform API's words: its paths under ``/v1``, the query of
 ``GET /v1/models/requests/by-endpoint`` and how it is checked, which jobs a page lists and in
-which order, each item's fields, the paging cursor, and the ``{"error": {...}}`` answers. Like
-``wire`` it is pure: it reads ``Job`` records at a moment and returns values; ``server``
-authenticates, advances the simulation first, and moves bytes.
+which order, each item's fields, the paging cursor, the query and answer of
+``GET /v1/models/pricing``, and the ``{"error": {...}}`` answers. Like ``wire`` it is pure: it
+reads ``Job`` records (or the price) at a moment and returns values; ``server`` authenticates,
+advances the simulation first, and moves bytes.
 
 Where fal's documentation is silent, the emulator's choices (a client must not rely on them):
 
@@ -33,6 +35,10 @@ Where fal's documentation is silent, the emulator's choices (a client must not r
 - ``json_output`` (with ``expand=payloads``) is the body of the request's result, output or
   error; null until it ends. After ``DELETE .../payloads`` both payloads are null and the output
   file is gone (404); the queue's own result is left as it was.
+- Pricing: ``endpoint_id`` is required, repeated or comma-separated, 1 to 50 of them, as fal's
+  documentation says; each gets one price (a repeated id one only, in the order first asked),
+  all the emulator's one unit price (``unit`` ``"second"``, ``currency`` ``"USD"``), on one page.
+  An id is checked as the history checks it: 422 when malformed, 404 when not served.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, get_args
 
-from fal_emulator.config import HistoryLists
+from fal_emulator.config import BILLING_UNIT, CURRENCY, HistoryLists
 from fal_emulator.jobs import Job, Outcome
 from fal_emulator.wire import NAMESPACES, completed_result_reply, file_url
 
@@ -53,11 +59,13 @@ API_PREFIX = "/v1"
 DOCS_URL = "https://docs.fal.ai/platform-apis"
 HISTORY_DOCS_URL = f"{DOCS_URL}/v1/models/requests/by-endpoint"
 PAYLOADS_DOCS_URL = f"{DOCS_URL}/v1/models/requests/payloads"
+PRICING_DOCS_URL = f"{DOCS_URL}/v1/models/pricing"
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 DEFAULT_WINDOW = timedelta(hours=24)
 REQUEST_ID_WINDOW = timedelta(days=90)
+MAX_PRICED_ENDPOINTS = 50
 
 ErrorType = Literal[
     "authorization_error", "validation_error", "not_found", "rate_limited", "server_error"
@@ -107,7 +115,7 @@ def _invalid(message: str) -> PlatformError:
 
 # --- routes ----------------------------------------------------------------------------------
 
-PlatformRouteKind = Literal["history", "delete_payloads"]
+PlatformRouteKind = Literal["history", "delete_payloads", "pricing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,8 @@ def parse_platform_path(method: str, path: str) -> PlatformRoute | None:
     rest = segments[1:]
     if method in ("GET", "HEAD") and rest == ["models", "requests", "by-endpoint"]:
         return PlatformRoute("history")
+    if method in ("GET", "HEAD") and rest == ["models", "pricing"]:
+        return PlatformRoute("pricing")
     if (
         method == "DELETE"
         and len(rest) == 4
@@ -388,3 +398,45 @@ def delete_payloads(job: Job, base_url: str) -> dict[str, Any]:
     if job.outcome is Outcome.SUCCEEDED and not job.payloads_deleted:
         results.append({"link": file_url(base_url, job.request_id), "exception": None})
     return {"cdn_delete_results": results}
+
+
+# --- pricing ---------------------------------------------------------------------------------
+
+
+def parse_pricing_query(pairs: Iterable[tuple[str, str]], *, endpoints: Sequence[str]) -> list[str]:
+    """The endpoint ids of ``GET /v1/models/pricing``, repeated (``?endpoint_id=a&endpoint_id=b``)
+    or comma-separated (``?endpoint_id=a,b``), each once, in the order first asked.
+
+    Raises ``PlatformError``: 422 when none is given, more than 50 are, or one is malformed; 404
+    for an endpoint the emulator does not serve. Other parameters are ignored.
+    """
+    asked = [
+        part.strip()
+        for name, value in pairs
+        if name == "endpoint_id"
+        for part in value.split(",")
+        if part.strip()
+    ]
+    if not asked:
+        raise _invalid("endpoint_id is required")
+    if len(asked) > MAX_PRICED_ENDPOINTS:
+        raise _invalid(f"endpoint_id takes 1 to {MAX_PRICED_ENDPOINTS} ids, got {len(asked)}")
+    ids = [_endpoint_id(text, endpoints) for text in asked]
+    return list(dict.fromkeys(ids))
+
+
+def pricing_page(endpoint_ids: Sequence[str], unit_price: float) -> dict[str, Any]:
+    """``{"prices", "next_cursor", "has_more"}``: ``unit_price`` for each endpoint, one page."""
+    return {
+        "prices": [
+            {
+                "endpoint_id": endpoint,
+                "unit_price": unit_price,
+                "unit": BILLING_UNIT,
+                "currency": CURRENCY,
+            }
+            for endpoint in endpoint_ids
+        ],
+        "next_cursor": None,
+        "has_more": False,
+    }

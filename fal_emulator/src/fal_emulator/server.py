@@ -3,22 +3,29 @@
 This module owns the process-facing side: binding a socket (plain or TLS), turning requests into
 calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, injecting the faults
 ``FaultInjector`` draws (answering them, delaying, or dropping the connection), counting calls and
-faults for ``/_emulator/stats``, the runtime settings (key, faults, webhook drop rate and history
-mode) that ``/_emulator/config`` and ``reconfigure`` change, serving the placeholder output files,
-the webhook keys and fal's Platform API (``platform_api``), and the one driver task that advances
-the simulation when its next event is due.
+faults for ``/_emulator/stats`` and reporting the bill there, the runtime settings (key, faults,
+webhook drop rate, history mode and unit price) that ``/_emulator/config`` and ``reconfigure``
+change, serving the placeholder output files, the webhook keys and fal's Platform API
+(``platform_api``), and the one driver task that advances the simulation when its next event is
+due.
 Every handler first advances the simulation to the current time, so answers are exact even when
 the driver is late; each advance hands the jobs that completed with a webhook to ``webhooks``.
 
 Routes: the queue routes under ``/{[ns/]owner/alias}`` (see ``wire.parse_queue_path``); the
-Platform API under ``/v1`` (``api_url``; ``GET /v1/models/requests/by-endpoint`` and
-``DELETE /v1/models/requests/{id}/payloads``, with the queue's key); and
+Platform API under ``/v1`` (``api_url``; ``GET /v1/models/requests/by-endpoint``,
+``DELETE /v1/models/requests/{id}/payloads`` and ``GET /v1/models/pricing``, with the queue's
+key); and
 unauthenticated ``GET /_emulator/stats[?jobs=1]``, ``GET|POST /_emulator/config``,
 ``GET /_emulator/files/{id}/output.mp4``, ``GET /_emulator/jwks.json`` (also
 ``/.well-known/jwks.json``, fal's path) and ``POST /_emulator/jwks/rotate``.
 
 Order of a queue call: auth (with the current key), routing, then the fault draw, then the
 normal handling. So a wrong key is always a 401 and unknown routes are never faulted.
+
+Billing: the simulation charges each job once, when it completes (``jobs``), and ``wire`` puts
+``X-Fal-Billable-Units`` on its result answers; this module only reports the totals (``stats()``
+under ``billing``) and holds the unit price, which the pricing endpoint serves and which
+``reconfigure`` changes from the next job to complete.
 """
 
 from __future__ import annotations
@@ -38,11 +45,14 @@ import structlog
 from aiohttp import web
 
 from fal_emulator.config import (
+    BILLING_UNIT,
+    CURRENCY,
     EmulatorConfig,
     HistoryLists,
     add_arguments,
     check_drop_rate,
     check_history_lists,
+    check_unit_price,
     config_from_arguments,
 )
 from fal_emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
@@ -60,6 +70,7 @@ from fal_emulator.platform_api import (
     DOCS_URL,
     HISTORY_DOCS_URL,
     PAYLOADS_DOCS_URL,
+    PRICING_DOCS_URL,
     PlatformError,
     PlatformRoute,
     check_request_id,
@@ -68,6 +79,8 @@ from fal_emulator.platform_api import (
     not_found,
     parse_history_query,
     parse_platform_path,
+    parse_pricing_query,
+    pricing_page,
     unauthorized,
 )
 from fal_emulator.webhooks import Delivery, WebhookSender
@@ -234,17 +247,20 @@ class FalEmulator:
         faults: Faults | Literal[_Unset.UNSET] | None = UNSET,
         webhook_drop_rate: float | Literal[_Unset.UNSET] = UNSET,
         history_lists: HistoryLists | Literal[_Unset.UNSET] = UNSET,
+        unit_price: float | Literal[_Unset.UNSET] = UNSET,
     ) -> None:
         """Change the accepted key (None: any non-empty key), the faults (None: none), the
-        share of webhooks dropped and which jobs the request history lists, while running;
-        what is not passed stays. Takes effect from the next call (the next job to complete,
-        for the drop rate)."""
+        share of webhooks dropped, which jobs the request history lists and the unit price,
+        while running; what is not passed stays. Takes effect from the next call (the next job
+        to complete, for the drop rate and the price: a job already billed keeps its amount)."""
         if fal_key not in (UNSET, None) and not (isinstance(fal_key, str) and fal_key):
             raise ValueError("fal_key must be a non-empty string or None")
         if webhook_drop_rate is not UNSET:
             webhook_drop_rate = check_drop_rate(webhook_drop_rate)
         if history_lists is not UNSET:
             history_lists = check_history_lists(history_lists)
+        if unit_price is not UNSET:
+            unit_price = check_unit_price(unit_price)
         # Checked all first, so that a bad setting changes nothing.
         if fal_key is not UNSET:
             self._fal_key = fal_key
@@ -254,6 +270,11 @@ class FalEmulator:
             self._webhooks.drop_rate = webhook_drop_rate
         if history_lists is not UNSET:
             self._history_lists = history_lists
+        if unit_price is not UNSET:
+            # Jobs that ended before now, but that the driver has not replayed yet, are billed
+            # at the old price: the change must not reach back in time.
+            self._tick()
+            self._sim.unit_price = unit_price
         _log.info("emulator_reconfigured", **self._runtime_view())
 
     def _runtime_view(self) -> dict[str, Any]:
@@ -263,12 +284,19 @@ class FalEmulator:
             "faults": self.faults.to_json(),
             "webhook_drop_rate": self._webhooks.drop_rate,
             "history_lists": self._history_lists,
+            "unit_price": self._sim.unit_price,
         }
 
     @property
     def history_lists(self) -> HistoryLists:
         """Which jobs the request history lists now: ``"all"`` or ``"ended"``."""
         return self._history_lists
+
+    @property
+    def unit_price(self) -> float:
+        """USD per billable unit now: what the pricing endpoint answers and a job ending now
+        is charged."""
+        return self._sim.unit_price
 
     # --- webhooks ---
 
@@ -315,6 +343,17 @@ class FalEmulator:
             # they run and are billed, and their submitter never heard of them.
             "submits_created_then_lost": self._created_then_lost,
             "webhooks": self._webhooks.stats(),
+            # What fal's invoice would say: every job billed when it ended, its result fetched
+            # or not. amount_total adds each job's amount at the price when it ended, so it is
+            # units_total * unit_price as long as the price was never changed.
+            "billing": {
+                "unit": BILLING_UNIT,
+                "unit_price": self._sim.unit_price,
+                "currency": CURRENCY,
+                "units_total": counters.units_billed,
+                "amount_total": counters.amount_billed,
+                "jobs_billed": counters.jobs_billed,
+            },
         }
         if include_jobs:
             jobs = list(self._sim.jobs())
@@ -608,9 +647,11 @@ class FalEmulator:
         API's shape, each with a request id of its own."""
         route = parse_platform_path(request.method, request.path)
         kind = "other" if route is None else route.kind
-        docs_url = {"history": HISTORY_DOCS_URL, "delete_payloads": PAYLOADS_DOCS_URL}.get(
-            kind, DOCS_URL
-        )
+        docs_url = {
+            "history": HISTORY_DOCS_URL,
+            "delete_payloads": PAYLOADS_DOCS_URL,
+            "pricing": PRICING_DOCS_URL,
+        }.get(kind, DOCS_URL)
         base_url = f"{request.scheme}://{request.host}"
         try:
             if not authorized(request.headers.get("Authorization"), self._fal_key):
@@ -619,6 +660,9 @@ class FalEmulator:
                 raise not_found(f"No route for {request.method} {request.path}")
             if route.kind == "history":
                 body = self._history(request, base_url)
+            elif route.kind == "pricing":
+                ids = parse_pricing_query(request.query.items(), endpoints=self.config.endpoints)
+                body = pricing_page(ids, self._sim.unit_price)
             else:
                 body = self._delete_payloads(route, base_url)
         except PlatformError as exc:
@@ -664,7 +708,7 @@ class FalEmulator:
 
     async def _handle_post_config(self, request: web.Request) -> web.Response:
         """``{"fal_key": str | null, "faults": <Faults.from_json> | null, "webhook_drop_rate":
-        number, "history_lists": "all" | "ended"}``; keys left out stay.
+        number, "history_lists": "all" | "ended", "unit_price": number}``; keys left out stay.
 
         Answers the settings now in force (whether a key is set, never the key), or 400.
         """
@@ -692,11 +736,13 @@ class FalEmulator:
 
 def _runtime_settings(body: object) -> dict[str, Any]:
     """The ``reconfigure`` arguments a ``POST /_emulator/config`` body gives: those of its keys
-    ``fal_key``, ``faults``, ``webhook_drop_rate`` and ``history_lists`` that it has, checked."""
+    ``fal_key``, ``faults``, ``webhook_drop_rate``, ``history_lists`` and ``unit_price`` that it
+    has, checked."""
     # ValueError throughout, not TypeError: every bad body is the same 400.
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")  # noqa: TRY004
-    unknown = set(body) - {"fal_key", "faults", "webhook_drop_rate", "history_lists"}
+    known = {"fal_key", "faults", "webhook_drop_rate", "history_lists", "unit_price"}
+    unknown = set(body) - known
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
     settings: dict[str, Any] = {}
@@ -710,6 +756,8 @@ def _runtime_settings(body: object) -> dict[str, Any]:
         settings["webhook_drop_rate"] = check_drop_rate(body["webhook_drop_rate"])
     if "history_lists" in body:
         settings["history_lists"] = check_history_lists(body["history_lists"])
+    if "unit_price" in body:
+        settings["unit_price"] = check_unit_price(body["unit_price"])
     return settings
 
 
@@ -736,6 +784,10 @@ def _job_record(job: Job, delivery: Delivery | None) -> dict[str, Any]:
         "payloads_deleted": job.payloads_deleted,
         # {"state", "attempts"} when the submit asked for a webhook (see ``webhooks``).
         "webhook_delivery": None if delivery is None else delivery.to_json(),
+        # Billed when it ended (0 while running and when not billed); the amount at the unit
+        # price then, so a price change never re-prices it.
+        "billed_units": job.billed_units,
+        "billed_amount": job.billed_amount,
     }
 
 
@@ -777,6 +829,8 @@ async def serve(config: EmulatorConfig, host: str, port: int) -> None:
             webhook_user_id=config.webhook_user_id,
             webhook_retry_delays=list(config.webhook_retry_delays),
             webhook_drop_rate=config.webhook_drop_rate,
+            unit_price=config.unit_price,
+            bill_user_errors=config.bill_user_errors,
         )
         await asyncio.Event().wait()
     finally:

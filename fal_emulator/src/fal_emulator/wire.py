@@ -5,6 +5,15 @@ path is, whether an ``Authorization`` header is acceptable, which optional submi
 recorded, and the status code, JSON body and headers of each answer (``Reply``). It is pure; the
 aiohttp layer in ``server.py`` only moves bytes. Shapes follow the team's fal queue protocol notes
 (``fal-queue-protocol.md``); where they say "unconfirmed", the behaviour they state is implemented.
+
+Billing on the wire: the result answer of a job that was billed (``Job.billed_units``, decided
+when it completed, see ``jobs``) carries ``X-Fal-Billable-Units: <units>`` as a plain decimal
+(``5.0625``), on every fetch, since the bill is per job, not per fetch: a success's 200 and,
+when ``bill_user_errors`` is set, a refused input's 422. An answer that is not billed carries
+*no* header rather than ``0`` (server errors, the model's 500/503, start timeouts, cancelled
+jobs, injected gateway faults, 404s and "still in progress"), so a client that sees the header
+knows it was charged. Status answers never carry it, and neither does the webhook's body: fal's
+has no billing field that we know of, so the emulator invents none.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ from __future__ import annotations
 import hmac
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from fal_emulator.jobs import (
@@ -174,6 +184,17 @@ def detail(status: int, message: str) -> Reply:
     return Reply(status, {"detail": message})
 
 
+# fal's billing header: units of the endpoint's billing unit (seconds of video for Lynx).
+BILLABLE_UNITS_HEADER = "X-Fal-Billable-Units"
+
+
+def format_units(units: float) -> str:
+    """``units`` as a plain decimal that reads back as the same float: ``5.0625``, ``0.00001``
+    (never ``1e-05``, which a strict decimal parser would refuse)."""
+    # repr is the shortest text that reads back as the same float; Decimal spells it out.
+    return format(Decimal(repr(units)), "f")
+
+
 NOT_FOUND = Reply(404, {"detail": "Request not found"})
 UNAUTHORIZED = Reply(
     401, {"detail": "Missing or invalid credentials: use 'Authorization: Key <key>'"}
@@ -222,12 +243,17 @@ def status_reply(job: Job, now: float, position: int, urls: QueueUrls, with_logs
 
 
 def result_reply(job: Job | None, base_url: str) -> Reply:
-    """The answer to a result GET: the output, the app's own error, or fal's."""
+    """The answer to a result GET: the output, the app's own error, or fal's; with
+    ``X-Fal-Billable-Units`` when the job was billed."""
     if job is None or job.phase is Phase.EXPIRED:
         return NOT_FOUND
     if job.phase is not Phase.COMPLETED:
         return detail(400, "Request is still in progress")
-    return completed_result_reply(job, base_url)
+    reply = completed_result_reply(job, base_url)
+    if job.billed_units <= 0:
+        return reply
+    billed = {**reply.headers, BILLABLE_UNITS_HEADER: format_units(job.billed_units)}
+    return replace(reply, headers=billed)
 
 
 def completed_result_reply(job: Job, base_url: str) -> Reply:
