@@ -20,6 +20,8 @@ from service.decoding import InputPolicy
 from service.errors import SettingsError
 from service.tenants import Tenants, load_tenants
 
+_MONTH_S = 32 * 24 * 3600.0
+
 
 def is_local_url(url: str) -> bool:
     """True for a loopback URL (the emulator), where FAL_KEY may be left out."""
@@ -149,6 +151,16 @@ class Settings(BaseSettings):
         if self.relay_dedupe_retention_s <= self.relay_job_timeout_s:
             # The ledger entry of a job still running must outlive the job.
             raise ValueError("RELAY_DEDUPE_RETENTION_S must exceed RELAY_JOB_TIMEOUT_S")
+        if (
+            self.relay_tenants_file is not None
+            and self.relay_dedupe_retention_s < _MONTH_S
+            and load_tenants(self.relay_tenants_file).monthly_budgets
+        ):
+            # Spend is rebuilt from the ledger at start: it must still hold the month's jobs.
+            raise ValueError(
+                "a monthly budget in RELAY_TENANTS_FILE needs RELAY_DEDUPE_RETENTION_S of at "
+                f"least {_MONTH_S:.0f} (32 days): spend is rebuilt from the job ledger"
+            )
         if self.fal_key is None and not is_local_url(self.fal_queue_url):
             raise ValueError("FAL_KEY is required unless FAL_QUEUE_URL is a local emulator")
         if self.kafka_security_protocol.startswith("SASL") and not (

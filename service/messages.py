@@ -213,6 +213,7 @@ ErrorCode = Literal[
     "result_expired",
     "internal_error",
     "cancelled",
+    "budget_exceeded",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 

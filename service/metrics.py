@@ -212,6 +212,29 @@ class RelayMetrics:
             ["tenant"],
             registry=r,
         )
+        # Budgets (RELAY_TENANTS_FILE): every replica follows the whole ledger, so each reports
+        # the group's spend; take max() across replicas. tenant="all" is the group.
+        self.spend_period = Gauge(
+            p + "spend_period_dollars",
+            "What finished jobs cost in the current UTC day or month, per tenant (all: the "
+            "group), from the job ledger; the same on every replica.",
+            ["tenant", "period"],
+            registry=r,
+        )
+        self.budget = Gauge(
+            p + "budget_dollars",
+            "The tenant's budget per UTC day or month from RELAY_TENANTS_FILE (all: the group's); "
+            "absent when it has none.",
+            ["tenant", "period"],
+            registry=r,
+        )
+        self.budget_reached = Gauge(
+            p + "budget_reached",
+            "1 while the tenant (all: the group) is at a budget line, counting jobs in flight: "
+            "its requests wait (hold) or are refused with budget_exceeded (reject).",
+            ["tenant"],
+            registry=r,
+        )
         # Submits whose answer was lost, settled with fal's request history (issue 13).
         self.reconciliations_started = Counter(
             p + "reconciliations_started",

@@ -10,11 +10,14 @@
         priorities: [high, normal, low]   # the classes it may ask for
       batch:
         priorities: [normal, low]
+        budget: {daily: 10, monthly: 200, policy: hold}   # in the price's currency (USD)
+    group_budget: {monthly: 5000, policy: hold}            # every tenant together
 
 A request names its tenant in ``tenant`` (absent: ``default``). A priority the tenant may not
 ask for becomes the highest one it may that is not above it (or its lowest). Metric labels
 name the tenants of the file, ``default``, and ``other`` for the rest, so a producer cannot
-grow the label set.
+grow the label set. Budgets (per UTC day and calendar month, ``hold`` or ``reject`` at the
+line) are ``service.core.budgets``'.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from service.core.budgets import Budget
 from service.core.scheduler import Priority
 from service.errors import SettingsError
 from service.messages import DEFAULT_TENANT, TENANT_PATTERN
@@ -33,10 +37,22 @@ PriorityName = Literal["high", "normal", "low"]
 OTHER = "other"
 
 
+class BudgetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    daily: float | None = Field(default=None, ge=0)
+    monthly: float | None = Field(default=None, ge=0)
+    policy: Literal["hold", "reject"] = "hold"
+
+    def budget(self) -> Budget:
+        return Budget(self.daily, self.monthly, self.policy)
+
+
 class TenantPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weight: float = Field(default=1.0, gt=0, le=1000)
+    budget: BudgetSpec = BudgetSpec()
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
     priorities: tuple[PriorityName, ...] = Field(default=("high", "normal", "low"), min_length=1)
 
@@ -53,6 +69,13 @@ class Tenants(BaseModel):
 
     default: TenantPolicy = TenantPolicy()
     tenants: dict[Annotated[str, StringConstraints(pattern=TENANT_PATTERN)], TenantPolicy] = {}
+    group_budget: BudgetSpec = BudgetSpec()
+
+    @property
+    def monthly_budgets(self) -> bool:
+        """Whether a budget needs a month of spend (so the ledger must keep a month)."""
+        specs = [self.default.budget, self.group_budget, *(p.budget for p in self.tenants.values())]
+        return any(spec.monthly is not None for spec in specs)
 
     def policy(self, tenant: str) -> TenantPolicy:
         return self.tenants.get(tenant, self.default)

@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
+from service.core.budgets import SpendBook
+
+_DEFAULT_TENANT = "default"  # a request without a tenant (``service.messages``)
+
 
 class Source(NamedTuple):
     topic: str
@@ -131,6 +135,10 @@ class LedgerView:
         # fal request ids the ledger names (a job adopted from fal's history must be no other
         # request's), with the key naming each.
         self._fal_ids: dict[str, str] = {}
+        # What budgets need: finished jobs' cost per tenant and period, counted once per
+        # entry, and the expected units of jobs that are or may be at fal, per tenant.
+        self.spend = SpendBook()
+        self._open_units: dict[str, float] = {}
 
     def apply(self, key: str, entry: LedgerEntry | None) -> None:
         """Apply one ledger record; ``None`` is a tombstone. An entry older than the one held
@@ -147,12 +155,32 @@ class LedgerView:
             self.at_fal += entry.open
             if (fal_id := entry.fal_id) is not None:
                 self._fal_ids[fal_id] = key
+            if entry.open and entry.units:
+                self._add_units(entry.tenant or _DEFAULT_TENANT, entry.units)
+            if entry.state == "finished" and entry.amount and entry != held:
+                # Our own writes are applied at once and again when read back: once.
+                self.spend.add(entry.tenant or _DEFAULT_TENANT, entry.amount, entry.at)
 
     def _unindex(self, key: str, held: LedgerEntry) -> None:
         self.at_fal -= held.open
         fal_id = held.fal_id
         if fal_id is not None and self._fal_ids.get(fal_id) == key:
             del self._fal_ids[fal_id]
+        if held.open and held.units:
+            self._add_units(held.tenant or _DEFAULT_TENANT, -held.units)
+
+    def _add_units(self, tenant: str, units: float) -> None:
+        left = self._open_units.get(tenant, 0.0) + units
+        if left > 1e-9:
+            self._open_units[tenant] = left
+        else:
+            self._open_units.pop(tenant, None)
+
+    def units_in_flight(self, tenant: str | None = None) -> float:
+        """Expected units of the jobs that are or may be at fal: a tenant's, or everyone's."""
+        if tenant is None:
+            return sum(self._open_units.values())
+        return self._open_units.get(tenant, 0.0)
 
     def _forget(self, key: str, held: LedgerEntry) -> None:
         del self._entries[key]
@@ -211,6 +239,7 @@ class LedgerView:
         Entries of jobs that are or may be at fal are kept whatever their age: they are how a
         job is found again.
         """
+        self.spend.prune(now)
         old = [k for k, e in self._entries.items() if not e.open and now - e.at > self.retention]
         for key in old:
             self._forget(key, self._entries[key])

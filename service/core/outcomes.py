@@ -71,6 +71,18 @@ def _cancelled(message: str, details: Any = None) -> Outcome:
     return Outcome("cancelled", Failure("cancelled", message, False, details))
 
 
+def budget_exceeded(tenant: str, line: str, budget: float, used: float) -> Outcome:
+    """A request refused before its submit: its tenant (or the group) reached a budget whose
+    policy is ``reject``. Retryable: the period turns, or the budget is raised."""
+    who = "the group" if tenant == "*" else f"tenant {tenant!r}"
+    return failed(
+        "budget_exceeded",
+        f"{who} reached its {line} budget of {budget:g} (spent and in flight: {used:.2f})",
+        retryable=True,
+        details={"tenant": tenant, "budget": line, "limit": budget, "used": round(used, 6)},
+    )
+
+
 def cancelled_before_submit() -> Outcome:
     return _cancelled("cancelled before it was submitted")
 

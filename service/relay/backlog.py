@@ -32,8 +32,10 @@ class Backlog:
         max_requests: int,
         body_bytes: int,
         aging: float,
+        budget_allows: Callable[[str], bool] | None = None,
     ) -> None:
         self._inbox = inbox
+        self._budget_allows = budget_allows  # None: no budget holds anyone back
         self._jobs = jobs
         self._tenants = tenants
         self._max = max_requests
@@ -44,8 +46,10 @@ class Backlog:
         self._metrics = tools.metrics
         self._log = tools.log
         # Without per-tenant limits the scheduler need not ask (the common case, and cheaper).
-        limited = tenants.default.max_concurrent is not None or any(
-            p.max_concurrent is not None for p in tenants.tenants.values()
+        limited = (
+            budget_allows is not None
+            or tenants.default.max_concurrent is not None
+            or any(p.max_concurrent is not None for p in tenants.tenants.values())
         )
         self._may_start = self.may_start if limited else None
         self._scheduler = Scheduler(
@@ -72,7 +76,9 @@ class Backlog:
 
     def may_start(self, tenant: str) -> bool:
         limit = self._tenants.policy(tenant).max_concurrent
-        return limit is None or self._jobs.held_by(tenant) < limit
+        if limit is not None and self._jobs.held_by(tenant) >= limit:
+            return False
+        return self._budget_allows is None or self._budget_allows(tenant)
 
     def start_now(self, request: VideoRequest) -> bool:
         """Whether a new request may skip the backlog: nothing waits and a slot is free."""

@@ -101,6 +101,9 @@ class Jobs:
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._contexts
 
+    def contexts(self) -> list[JobContext]:
+        return list(self._contexts.values())
+
     def context(self, request_id: str) -> JobContext | None:
         return self._contexts.get(request_id)
 

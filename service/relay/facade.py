@@ -29,6 +29,7 @@ from service.ports import (
     VideoJobs,
 )
 from service.relay.backlog import Backlog
+from service.relay.budgets import Budgets
 from service.relay.cancels import CancelHandler
 from service.relay.commits import Commits
 from service.relay.config import RelayConfig
@@ -151,6 +152,16 @@ class Relay:
             slot_freed=wake.set,
             tenant_label=config.tenants.label,
         )
+        budgets = Budgets(
+            tools,
+            tenants=config.tenants,
+            view=view,
+            jobs=jobs,
+            price=prices.current,
+            outbox=outbox,
+            commits=commits,
+            writes=writes,
+        )
         self._backlog = backlog = Backlog(
             tools,
             inbox=inbox,
@@ -159,6 +170,7 @@ class Relay:
             max_requests=config.backlog_max,
             body_bytes=config.backlog_body_bytes,
             aging=config.priority_aging,
+            budget_allows=budgets.may_start if budgets.limited else None,
         )
         handlers = _Handlers(outbox=outbox, view=view, jobs=jobs, commits=commits, writes=writes)
         records = RecordHandler(
@@ -172,6 +184,7 @@ class Relay:
             rejects=RejectHandler(tools, **handlers),
             backlog=backlog,
             policy=config.input_policy,
+            budgets=budgets,
         )
         self._intake = Intake(
             tools,

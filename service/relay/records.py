@@ -16,6 +16,7 @@ from service.decoding import InputPolicy, Rejection, decode_request
 from service.messages import CancelRequest, VideoRequest
 from service.ports import InboundRecord
 from service.relay.backlog import Backlog
+from service.relay.budgets import Budgets
 from service.relay.cancels import CancelHandler
 from service.relay.commits import Commits
 from service.relay.context import Jobs
@@ -46,7 +47,9 @@ class RecordHandler:
         rejects: RejectHandler,
         backlog: Backlog,
         policy: InputPolicy,
+        budgets: Budgets,
     ) -> None:
+        self._budgets = budgets
         self._view = view
         self._jobs = jobs
         self._board = board
@@ -70,6 +73,8 @@ class RecordHandler:
         self._commits.track(record.part, record.offset)
         if action is RecordAction.QUEUE:
             assert isinstance(decoded, VideoRequest)
+            if self._refused_for_budget(record, source, decoded):
+                return True
             if not self._backlog.start_now(decoded):
                 self._backlog.add(record, decoded)
                 return True
@@ -149,5 +154,17 @@ class RecordHandler:
             entry = self._view.get(decoded.request_id)
             assert entry is not None
             self._runner.reconcile(entry, fetched=True)
-        else:
+        elif not self._refused_for_budget(record, source, decoded):
             self._runner.start(decoded, source, now, waited)
+
+    def _refused_for_budget(
+        self, record: InboundRecord, source: Source, request: VideoRequest
+    ) -> bool:
+        """A request whose tenant is at a ``reject`` budget: refused, never submitted."""
+        at = self._budgets.refuses(request.tenant_name)
+        if at is None:
+            return False
+        self._board.spawn(
+            record.part, record.offset, None, self._budgets.refuse(record, source, request, at)
+        )
+        return True

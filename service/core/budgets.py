@@ -1,0 +1,96 @@
+"""Budgets: spend per tenant per UTC day and month, and whether a tenant may start one more job.
+
+Spend is what finished jobs cost (``core.cost``), counted once per finished ledger entry, so
+every replica that follows the ledger sees every replica's spend, and a restart rebuilds it
+from the ledger (which must then keep a month: see ``service.config``). Jobs still at fal
+count too, at their expected cost (their ledger entries carry their expected units): a
+replica does not start a job its peers' jobs in flight have already used the budget for.
+
+A tenant may start a job while what it spent in the period plus what it has in flight is
+below its budget (and the same holds for the group as a whole). So a budget is overshot by at
+most the jobs started before the ledger showed them to every replica (each starts at most one
+job past the line: the one that crosses it) and by what jobs cost beyond their estimate. The
+policy says what happens at the line: ``hold`` keeps the tenant's requests waiting,
+unsubmitted, until the period turns or the budget is raised; ``reject`` fails them with
+``budget_exceeded`` (retryable).
+
+Pure: amounts in, decisions out; the shell gives the time.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal
+
+Policy = Literal["hold", "reject"]
+GROUP = "*"  # the spend of every tenant together
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    daily: float | None = None  # in the price's currency, per UTC day
+    monthly: float | None = None  # ... per UTC calendar month
+    policy: Policy = "hold"
+
+    @property
+    def limited(self) -> bool:
+        return self.daily is not None or self.monthly is not None
+
+
+def _month(day: date) -> tuple[int, int]:
+    return day.year, day.month
+
+
+class SpendBook:
+    """Spend per tenant (and for ``GROUP``) per UTC day and month."""
+
+    def __init__(self) -> None:
+        self._days: defaultdict[tuple[str, date], float] = defaultdict(float)
+        self._months: defaultdict[tuple[str, tuple[int, int]], float] = defaultdict(float)
+
+    def add(self, tenant: str, amount: float, at: datetime) -> None:
+        day = at.date()
+        for who in (tenant, GROUP):
+            self._days[who, day] += amount
+            self._months[who, _month(day)] += amount
+
+    def today(self, tenant: str, now: datetime) -> float:
+        return self._days.get((tenant, now.date()), 0.0)
+
+    def this_month(self, tenant: str, now: datetime) -> float:
+        return self._months.get((tenant, _month(now.date())), 0.0)
+
+    def prune(self, now: datetime) -> None:
+        """Forget days before yesterday and months before last month (late entries of a
+        period just turned still land)."""
+        today = now.date()
+        for key in [k for k in self._days if (today - k[1]).days > 1]:
+            del self._days[key]
+        month = _month(today)
+        for mkey in [k for k in self._months if k[1] < _previous(month)]:
+            del self._months[mkey]
+
+
+def _previous(month: tuple[int, int]) -> tuple[int, int]:
+    year, m = month
+    return (year - 1, 12) if m == 1 else (year, m - 1)
+
+
+class Line(enum.Enum):
+    """Which budget a tenant has reached."""
+
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+def reached(budget: Budget, today: float, this_month: float, in_flight: float) -> Line | None:
+    """The budget line reached by what was spent (today, this month) plus what is in flight
+    at its expected cost; None: one more job may start."""
+    if budget.daily is not None and today + in_flight >= budget.daily:
+        return Line.DAILY
+    if budget.monthly is not None and this_month + in_flight >= budget.monthly:
+        return Line.MONTHLY
+    return None
