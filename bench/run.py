@@ -999,13 +999,15 @@ def notes(results: Results, plan: Plan) -> list[str]:
             f"at ${VIDEO_SECONDS * PRICE_PER_VIDEO_SECOND:.4f} each ({VIDEO_SECONDS} s of video x "
             f"${PRICE_PER_VIDEO_SECOND:.2f}). The baseline's offsets are committed only when a "
             "request is done, so every request in flight is redelivered and submitted (paid) "
-            "again; lynx-relay resumes the jobs its ledger holds, and pays again only for a job "
+            "again; lynx-relay resumes the jobs its ledger holds, and asks fal's request "
+            "history (the emulator's) about every submit whose answer never reached the ledger "
+            "(its `intent` entry): adopted if fal has it, submitted again only if not. Without "
+            "the history (`--relay-setting RELAY_FAL_HISTORY=false`) it pays again for a job "
             "killed inside its ledger window (see `bench/results/ledger-window.md`). "
             "Kill to last result includes the 10 s session timeout of the dead consumer. "
             "**6b** is the worst case for lynx-relay: the kill comes within a few ms of the last "
             "submission (this script polls the emulator every 20 ms), when the jobs that were "
-            "just submitted together have their ledger entries still in flight; what a kill at "
-            "a random moment costs on average is in `bench/results/ledger-window.md`."
+            "just submitted together have their ledger entries still in flight."
         )
     return out
 
