@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_to
 from service.adapters.ops_http import OpsServer
 from service.adapters.webhooks import WebhookVerifier
 from service.config import Settings, is_local_url
+from service.core.budgets import Spent, spend_between
 from service.core.ledger import LedgerView
 from service.core.polling import PollSchedule
 from service.logs import get_logger
@@ -63,6 +64,28 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
         transport=transport,
         headers={"Authorization": f"Key {settings.fal_key_value}"},
         timeout=httpx.Timeout(30.0, connect=10.0),
+    )
+
+
+async def read_spend(settings: Settings, since: datetime, until: datetime) -> dict[str, Spent]:
+    """Spend per tenant in ``[since, until)``, from the job ledger's finished entries (what
+    ``lynx-relay spend`` prints); the ledger keeps RELAY_DEDUPE_RETENTION_S of them."""
+    view = LedgerView(timedelta(seconds=settings.relay_dedupe_retention_s))
+    ledger = KafkaLedger(settings, view, writer="lynx-relay spend")
+    try:
+        # Wall-clock on purpose: a bound on reading the ledger from a command line.
+        async with asyncio.timeout(STARTUP_TIMEOUT_S * 4):
+            await ledger.start()
+    except (KafkaError, OSError, TimeoutError, LedgerMissing) as exc:
+        raise StartupError(
+            f"cannot read the job ledger {settings.relay_jobs_topic} "
+            f"(KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}): "
+            f"{str(exc) or type(exc).__name__}"
+        ) from None
+    finally:
+        await ledger.stop()
+    return spend_between(
+        ((e.tenant, e.at, e.units, e.amount) for e in view.finished()), since, until
     )
 
 

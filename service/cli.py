@@ -1,4 +1,4 @@
-"""The command line: ``lynx-relay run | schemas``. The only place argv is read.
+"""The command line: ``lynx-relay run | spend | schemas``. The only place argv is read.
 
 Exit codes: 0 after a clean shutdown; 2 for a bad setting or a failed start (one clear line on
 stderr, no traceback); 1 when the service stopped on an unexpected error.
@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
-from service.app import RelayService, StartupError
+from service.app import RelayService, StartupError, read_spend
 from service.config import load_settings
 from service.errors import SettingsError
 from service.logs import configure_logging, get_logger
@@ -58,6 +61,56 @@ def cmd_run(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str) -> datetime:
+    """A date (``2026-11-01``, midnight UTC) or an RFC 3339 time."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(os.environ)
+    except SettingsError as exc:
+        return _fail(f"invalid settings: {exc}")
+    configure_logging("warning")
+    now = datetime.now(UTC)
+    try:
+        since = (
+            _moment(args.since)
+            if args.since
+            else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        )
+        until = _moment(args.until) if args.until else now
+    except ValueError as exc:
+        return _fail(f"--since/--until: {exc}")
+    try:
+        spent = asyncio.run(read_spend(settings, since, until))
+    except StartupError as exc:
+        return _fail(str(exc))
+    rows = sorted(spent.items())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "since": since.isoformat(),
+                    "until": until.isoformat(),
+                    "tenants": {t: asdict(s) for t, s in rows},
+                    "total": sum(s.amount for _t, s in rows),
+                }
+            )
+        )
+        return 0
+    print(
+        f"spend from {since.isoformat()} to {until.isoformat()} (from {settings.relay_jobs_topic})"
+    )
+    print(f"{'tenant':<24} {'jobs':>8} {'units':>12} {'amount':>12}")
+    for tenant, s in rows:
+        print(f"{tenant:<24} {s.jobs:>8} {s.units:>12.4f} {s.amount:>12.4f}")
+    total = sum(s.amount for _t, s in rows)
+    print(f"{'total':<24} {sum(s.jobs for _t, s in rows):>8} {'':>12} {total:>12.4f}")
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     folder = Path(args.dir)
     if args.check:
@@ -80,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the relay in the foreground (JSON logs on stdout)")
     run.set_defaults(func=cmd_run)
+    spend = sub.add_parser(
+        "spend",
+        help="spend per tenant over a period, read from the job ledger (this month by default)",
+    )
+    spend.add_argument("--since", help="a date or RFC 3339 time (default: the month's start, UTC)")
+    spend.add_argument("--until", help="a date or RFC 3339 time (default: now)")
+    spend.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    spend.set_defaults(func=cmd_spend)
     schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas in schemas/")
     schemas.add_argument("--dir", default="schemas")
     schemas.add_argument("--check", action="store_true", help="fail if the files are stale")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
@@ -94,3 +95,30 @@ def reached(budget: Budget, today: float, this_month: float, in_flight: float) -
     if budget.monthly is not None and this_month + in_flight >= budget.monthly:
         return Line.MONTHLY
     return None
+
+
+@dataclass(slots=True)
+class Spent:
+    """A tenant's spend over a span: what ``lynx-relay spend`` prints."""
+
+    jobs: int = 0
+    units: float = 0.0
+    amount: float = 0.0
+
+
+def spend_between(
+    finished: Iterable[tuple[str | None, datetime, float | None, float | None]],
+    since: datetime,
+    until: datetime,
+) -> dict[str, Spent]:
+    """Spend per tenant of finished jobs (tenant, end time, units, amount) that ended in
+    ``[since, until)``; jobs that cost nothing are left out."""
+    out: dict[str, Spent] = {}
+    for tenant, at, units, amount in finished:
+        if not amount or not since <= at < until:
+            continue
+        spent = out.setdefault(tenant or "default", Spent())
+        spent.jobs += 1
+        spent.units += units or 0.0
+        spent.amount += amount
+    return out

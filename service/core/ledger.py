@@ -195,6 +195,10 @@ class LedgerView:
         """Entries of jobs at fal, not yet finished."""
         return [e for e in self._entries.values() if e.state == "submitted"]
 
+    def finished(self) -> list[LedgerEntry]:
+        """Entries of ended jobs held (within the retention)."""
+        return [e for e in self._entries.values() if e.state == "finished"]
+
     def intents(self) -> list[LedgerEntry]:
         """Submits sent (or about to be) with no answer recorded: fal may have these jobs."""
         return [e for e in self._entries.values() if e.state == "intent"]

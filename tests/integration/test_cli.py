@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     produce,
     request,
 )
+from tests.integration.processes import relay_env
 
 SECRET_KEY = "fal-key-id:very-secret-value-4711"
 
@@ -45,11 +46,11 @@ def run_cli(
 
 
 def test_help_lists_the_sub_commands() -> None:
-    """The relay's command is the product's: run and schemas. The fal emulator and the demo
+    """The relay's command is the product's: run, spend and schemas. The fal emulator and the demo
     are the development package's (``fal-emulator``), not sub-commands of the relay."""
     out = run_cli("--help", env={})
     assert out.returncode == 0
-    for command in ("run", "schemas"):
+    for command in ("run", "spend", "schemas"):
         assert command in out.stdout
     for moved in ("emulator", "demo"):
         refused = run_cli(moved, "--help", env={})
@@ -179,3 +180,39 @@ async def test_sigterm_exits_0_promptly_with_a_job_still_running_at_fal(topics: 
     assert list(got) == ["quick"]
     committed, _ends = await committed_and_end(topics)
     assert committed == {0: 1}  # "long" (offset 1) is not finished, so it is not committed
+
+
+async def test_spend_prints_what_the_ledger_says_each_tenant_spent(topics: Topics) -> None:
+    """``lynx-relay spend`` reads the job ledger: per tenant, the jobs and what they cost,
+    equal to what the emulator billed them."""
+    config = EmulatorConfig(run_time=(0.05, 0.1), unit_price=0.5)
+    async with emulator_running(config) as fal:
+        env = relay_env(topics, fal.base_url)
+        async with relay_process(env):
+            await produce(
+                topics.bootstrap,
+                topics.requests,
+                [
+                    request(f"s-{t}-{i}", f"{t} {i}", tenant=t)
+                    for t in ("acme", "bolt")
+                    for i in range(3)
+                ],
+            )
+            got = events(await consume(topics.bootstrap, topics.results, 6))
+        bill = fal.stats(include_jobs=True)
+    assert {e["status"] for e in got.values()} == {"succeeded"}
+    billed: dict[str, float] = {}
+    for job in bill["jobs"]:
+        tenant = str(job["input"]["prompt"]).split()[0]
+        billed[tenant] = billed.get(tenant, 0.0) + float(job["billed_amount"])
+    out = run_cli("spend", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {t: s["jobs"] for t, s in report["tenants"].items()} == {"acme": 3, "bolt": 3}
+    for tenant, amount in billed.items():
+        assert report["tenants"][tenant]["amount"] == pytest.approx(amount)
+    assert report["total"] == pytest.approx(bill["billing"]["amount_total"])
+    table = run_cli("spend", "--since", "2000-01-01", env=env)
+    assert table.returncode == 0, table.stderr
+    assert "acme" in table.stdout
+    assert "bolt" in table.stdout

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.config import load_settings
-from service.core.budgets import GROUP, Budget, Line, SpendBook, reached
+from service.core.budgets import GROUP, Budget, Line, SpendBook, reached, spend_between
 from service.core.ledger import LedgerEntry, Source
 from service.core.offsets import Partition
 from service.errors import SettingsError
@@ -198,3 +198,19 @@ def test_a_bad_budget_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="daily") as caught:
         load_tenants(str(path))
     assert "policy" in str(caught.value)
+
+
+def test_spend_between_sums_what_ended_in_the_span_per_tenant() -> None:
+    finished = [
+        ("a", DAY, 5.0, 3.0),
+        ("a", DAY + timedelta(hours=1), 1.0, 0.6),
+        (None, DAY, 2.0, 1.2),  # no tenant: the default one
+        ("b", DAY - timedelta(days=30), 5.0, 3.0),  # before the span
+        ("b", DAY, None, None),  # cost nothing
+        ("c", DAY + timedelta(days=1), 5.0, 3.0),  # at the span's end: out
+    ]
+    got = spend_between(finished, DAY - timedelta(days=1), DAY + timedelta(days=1))
+    assert {t: (s.jobs, s.units, round(s.amount, 6)) for t, s in got.items()} == {
+        "a": (2, 6.0, 3.6),
+        "default": (1, 2.0, 1.2),
+    }
