@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import KeysView
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -208,8 +209,12 @@ class LedgerView:
         return fal_request_id in self._fal_ids
 
     def fal_ids(self) -> set[str]:
-        """Every fal request id the ledger names."""
+        """Every fal request id the ledger names (a copy)."""
         return set(self._fal_ids)
+
+    def claimed(self) -> KeysView[str]:
+        """The same, live and without a copy (for one matching round)."""
+        return self._fal_ids.keys()
 
     def get(self, key: str) -> LedgerEntry | None:
         return self._entries.get(key)

@@ -158,7 +158,7 @@ class Reconciler:
         pairs = match(
             [i for i in intents.values() if i.digest not in busy],
             seen,
-            self._view.fal_ids(),
+            self._view.claimed(),
             self._skew,
         )
         bound = give_up_bound(self._lists_unended, self._give_up_after, self._skew)
