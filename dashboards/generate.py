@@ -32,6 +32,8 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 QUANTILES = (0.5, 0.95, 0.99)
 GRID_WIDTH = 24
+# What finished jobs cost, per tenant and replica (issue 14): the spend panels' counter.
+SPEND = "lynx_relay_tenant_spend_dollars_total"
 
 RED = "red"
 ORANGE = "orange"
@@ -111,10 +113,14 @@ def overview() -> Row:
     failed = rate(
         "lynx_relay_results_total",
         'status="failed"',
-        'error_code!="invalid_request"',
+        'error_code!~"invalid_request|budget_exceeded"',
         window="$__range",
     )
-    judged = rate("lynx_relay_results_total", 'error_code!="invalid_request"', window="$__range")
+    judged = rate(
+        "lynx_relay_results_total",
+        'error_code!~"invalid_request|budget_exceeded"',
+        window="$__range",
+    )
     return Row(
         "Overview",
         [
@@ -168,17 +174,11 @@ def overview() -> Row:
                 thresholds=[(None, GREEN), (0.01, ORANGE), (0.06, RED)],
             ),
             Panel(
-                "Estimated spend (time range)",
-                "Seconds of video delivered in the time range times the configured price "
-                "(RELAY_PRICE_PER_VIDEO_SECOND). An estimate: fal's invoice is the truth.",
-                [
-                    Target(
-                        "sum(increase(lynx_relay_video_seconds_total"
-                        f"{sel()}[$__range])) * max(lynx_relay_price_per_video_second_dollars"
-                        f"{sel()})",
-                        "spend",
-                    )
-                ],
+                "Spend (time range)",
+                "What the jobs that finished in the time range cost, all tenants: fal's "
+                "billed units times the account's unit price (estimated from num_frames / "
+                "frames_per_second where fal gave no units). See the row Spend and budgets.",
+                [Target(f"sum(increase({SPEND}{sel()}[$__range]))", "spend")],
                 unit="currencyUSD",
                 kind="stat",
                 width=4,
@@ -191,8 +191,12 @@ def overview() -> Row:
 
 
 def traffic() -> Row:
-    failed = rate("lynx_relay_results_total", 'status="failed"', 'error_code!="invalid_request"')
-    judged = rate("lynx_relay_results_total", 'error_code!="invalid_request"')
+    failed = rate(
+        "lynx_relay_results_total",
+        'status="failed"',
+        'error_code!~"invalid_request|budget_exceeded"',
+    )
+    judged = rate("lynx_relay_results_total", 'error_code!~"invalid_request|budget_exceeded"')
     return Row(
         "Requests and results",
         [
@@ -494,7 +498,8 @@ def lost_answers() -> Row:
 
 def cost() -> Row:
     video = f"sum({rate('lynx_relay_video_seconds_total')})"
-    price = f"max(lynx_relay_price_per_video_second_dollars{sel()})"
+    billed = f"sum({rate('lynx_relay_tenant_billed_units_total')})"
+    spend = f"sum({rate(SPEND)})"
     story = [
         (
             "Paid fal submissions",
@@ -528,18 +533,26 @@ def cost() -> Row:
         "Cost and never paying twice",
         [
             Panel(
-                "Video seconds delivered",
-                "Seconds of video in succeeded results per minute (what fal bills for).",
-                [Target(f"{video} * 60", "video seconds / min")],
+                "Video seconds delivered and billed",
+                "Seconds of video in succeeded results per minute, and the units billed for "
+                "finished jobs (seconds of video for Lynx: fal's X-Fal-Billable-Units, or the "
+                "estimate where fal sent none). Billed above delivered: fal billed failed jobs "
+                "(a 422 may be billed).",
+                [
+                    Target(f"{video} * 60", "video seconds / min"),
+                    Target(f"{billed} * 60", "billed units / min"),
+                ],
                 width=8,
+                overrides=[color("byName", "billed units / min", BLUE, custom_lineStyle=DASHED)],
             ),
             Panel(
-                "Estimated cost at the current rate",
-                "Video seconds per second times the configured price per video second "
-                "(lynx_relay_price_per_video_second_dollars), projected to an hour and a day.",
+                "Spend at the current rate",
+                "What finished jobs cost per second (lynx_relay_tenant_spend_dollars_total, all "
+                "tenants: billed units times the account's unit price), projected to an hour "
+                "and a day. Per tenant: the row Spend and budgets.",
                 [
-                    Target(f"{video} * 3600 * {price}", "$ / hour"),
-                    Target(f"{video} * 86400 * {price}", "$ / day"),
+                    Target(f"{spend} * 3600", "$ / hour"),
+                    Target(f"{spend} * 86400", "$ / day"),
                 ],
                 unit="currencyUSD",
                 width=8,
@@ -568,6 +581,128 @@ def cost() -> Row:
                     thresholds=[(None, tint)],
                 )
                 for title, description, metric, tint in story
+            ),
+        ],
+    )
+
+
+def spend() -> Row:
+    """What each tenant spends and its budgets (issue 14; README "What each video costs, and
+    budgets"). The spend and budget gauges come from the shared ledger, the same on every
+    replica: max() across them. They exist only when the tenants file sets a budget (a
+    tenant's or the group's)."""
+    month = sel('period="month"')
+    month_spend = f"max by (tenant) (lynx_relay_spend_period_dollars{month})"
+    # Spend per second over the last 6 hours, per tenant and for the group (tenant="all",
+    # as the gauges name it), continued to the end of the UTC month: the seconds from now to
+    # the next month's first midnight (Unix time has no leap seconds, so time() % 86400 is
+    # the seconds since today's UTC midnight).
+    recent = rate(SPEND, window="6h")
+    recent_rate = (
+        f'sum by (tenant) ({recent}) or label_replace(sum({recent}), "tenant", "all", "", "")'
+    )
+    seconds_left = "scalar(86400 * (days_in_month() - day_of_month() + 1) - time() % 86400)"
+    projected = f"{month_spend} + on (tenant) ({recent_rate}) * {seconds_left} or {month_spend}"
+    return Row(
+        "Spend and budgets",
+        [
+            Panel(
+                "Spend per tenant / hour",
+                "What each tenant's finished jobs cost, in dollars per hour at the current "
+                "rate, stacked (the top is the whole account). A job counts when it finishes: "
+                "fal's billed units times the unit price, a failed or cancelled job what fal "
+                "billed for it.",
+                [Target(f"sum by (tenant) ({rate(SPEND)}) * 3600", "{{tenant}}")],
+                unit="currencyUSD",
+                stacked=True,
+            ),
+            Panel(
+                "Spend this month per tenant",
+                "What finished jobs cost since the UTC month began, per tenant (all, dashed: "
+                "every tenant together), from the job ledger: what budgets are judged by, "
+                "kept across restarts. Only with a budget in RELAY_TENANTS_FILE; tenants the "
+                "file does not name (other) have no line of their own.",
+                [Target(month_spend, "{{tenant}}")],
+                unit="currencyUSD",
+                decimals=2,
+                overrides=[color("byName", "all", GREY, custom_lineStyle=DASHED)],
+            ),
+            Panel(
+                "Budget used",
+                "Spend in the current UTC day and month over the budget, per tenant and "
+                "period (all: the group's budget); only tenants with a budget. At 80 % "
+                "LynxRelayBudget80Percent fires. At 100 %, or earlier while jobs in flight "
+                "(at their expected cost) make up the rest, the tenant is at its line: hold "
+                "keeps its requests waiting, reject fails them with budget_exceeded "
+                "(LynxRelayBudgetReached).",
+                [
+                    Target(
+                        f"max by (tenant, period) (lynx_relay_spend_period_dollars{sel()}) "
+                        f"/ max by (tenant, period) (lynx_relay_budget_dollars{sel()})",
+                        "{{tenant}} {{period}}",
+                    ),
+                    Target("vector(0.8)", "alert: 80 %"),
+                    Target("vector(1)", "budget line"),
+                ],
+                unit="percentunit",
+                overrides=[
+                    color("byName", "alert: 80 %", ORANGE, custom_lineStyle=DASHED),
+                    color("byName", "budget line", RED, custom_lineStyle=DASHED),
+                ],
+            ),
+            Panel(
+                "Projected month-end spend",
+                "This month's spend plus the last 6 hours' spend rate continued to the end "
+                "of the UTC month, per tenant (all: the group). A straight line from the "
+                "last 6 hours only: a quiet night projects low, a busy afternoon high. "
+                "Dashed: the monthly budgets. A tenant held at its budget spends nothing "
+                "more, whatever the projection says.",
+                [
+                    Target(projected, "{{tenant}}"),
+                    Target(
+                        f"max by (tenant) (lynx_relay_budget_dollars{month})",
+                        "{{tenant}} budget",
+                    ),
+                ],
+                unit="currencyUSD",
+                width=12,
+                decimals=2,
+                overrides=[color("byRegexp", ".* budget", RED, custom_lineStyle=DASHED)],
+            ),
+            Panel(
+                "Tenants at a budget line",
+                "Tenants at a budget line now, counting jobs in flight at their expected "
+                "cost (all, the group as a whole, counts as one: at its line every tenant "
+                "waits). Their requests wait unsubmitted (hold) or fail with budget_exceeded "
+                "(reject) until the period turns or the budget is raised. No data: no budget "
+                "in RELAY_TENANTS_FILE. See LynxRelayBudgetReached.",
+                [
+                    Target(
+                        f"sum(max by (tenant) (lynx_relay_budget_reached{sel()}))",
+                        "at a budget line",
+                    )
+                ],
+                kind="stat",
+                width=6,
+                decimals=0,
+                thresholds=[(None, GREEN), (1, ORANGE)],
+            ),
+            Panel(
+                "Unit price",
+                "The price of one billed unit (a second of video for Lynx) in force: fal's "
+                "pricing API, read at start and hourly, or RELAY_PRICE_PER_VIDEO_SECOND while "
+                "it cannot be read. The highest over replicas (one may not have refreshed yet).",
+                [
+                    Target(
+                        f"max(lynx_relay_price_per_video_second_dollars{sel()})",
+                        "$ / unit",
+                    )
+                ],
+                unit="currencyUSD",
+                kind="stat",
+                width=6,
+                decimals=3,
+                thresholds=[(None, BLUE)],
             ),
         ],
     )
@@ -697,6 +832,7 @@ def rows() -> list[Row]:
         fal(),
         lost_answers(),
         cost(),
+        spend(),
         process(),
     ]
 

@@ -39,7 +39,8 @@ class RelayMetrics:
         )
         self.price_per_video_second = Gauge(
             p + "price_per_video_second_dollars",
-            "The price per second of video used for cost estimates (RELAY_PRICE_PER_VIDEO_SECOND).",
+            "The unit price in force (per second of video): fal's pricing API's, or "
+            "RELAY_PRICE_PER_VIDEO_SECOND until it answers.",
             registry=r,
         )
         self.price_per_video_second.set(price_per_video_second)

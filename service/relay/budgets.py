@@ -70,11 +70,11 @@ class Budgets:
         self.limited = self._group is not None or any(
             p.budget.budget().limited for p in (tenants.default, *tenants.tenants.values())
         )
-        if self.limited:
-            self._export()
+        self._export()
 
     def _export(self) -> None:
-        """Spend and budgets per tenant of the file (and the group), read at scrape time."""
+        """Spend and budgets per tenant of the file (and the group), read at scrape time;
+        spend with or without a budget."""
         names = {
             name: self._tenants.policy(name).budget.budget() for name in self._tenants.labels()
         }

@@ -217,6 +217,9 @@ class Relay:
             wake=wake.set,
             grace=config.shutdown_grace,
         )
+        for label in config.tenants.labels():  # at zero, so rate() sees a tenant's first cost
+            metrics.tenant_spend.labels(label)
+            metrics.tenant_billed_units.labels(label)
         metrics.max_in_flight.set(config.max_in_flight)
         metrics.fal_concurrency.set(config.fal_concurrency or 0)
         metrics.jobs_in_flight.set_function(lambda: jobs.in_flight)

@@ -82,7 +82,10 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
     write window, process CPU and memory, per tenant (issue 12) what waits, runs and starts,
     the backlog wait p50/p95, and the replicas' fleet shares, and for lost submit answers
     (issue 13) reconciliations started and their outcomes, the time to resolve p50/p95, and
-    whether fal's request history is available."""
+    whether fal's request history is available, and (issue 14) spend from the billed spend
+    counter (not estimated from video seconds), billed units, spend per tenant per hour, this
+    month's spend, budget used per tenant and period, the projected month-end spend, the
+    tenants at a budget line and the unit price in force."""
     queries = panel_queries(dashboard())
     used = set().union(*(metric_names(q.expr) for q in queries))
     wanted = {
@@ -115,6 +118,11 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "lynx_relay_reconciliations_total",
         "lynx_relay_reconcile_seconds_bucket",
         "lynx_relay_fal_history_available",
+        "lynx_relay_tenant_spend_dollars_total",
+        "lynx_relay_tenant_billed_units_total",
+        "lynx_relay_spend_period_dollars",
+        "lynx_relay_budget_dollars",
+        "lynx_relay_budget_reached",
     }
     assert wanted - used == set()
     text = " ".join(q.expr for q in queries)
@@ -136,9 +144,28 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
             "(rate(lynx_relay_reconcile_seconds_bucket" in text
         )
     assert "min(lynx_relay_fal_history_available{" in text
-    # cost per hour and per day: video seconds per second times the price
-    assert re.search(r"video_seconds_total.*\* 3600 \* max\(lynx_relay_price", text)
-    assert re.search(r"video_seconds_total.*\* 86400 \* max\(lynx_relay_price", text)
+    # cost is what fal billed (the spend counter), never video seconds times the price
+    assert re.search(
+        r"sum\(rate\(lynx_relay_tenant_spend_dollars_total\{[^}]*\}\[\S+\]\)\) \* 3600", text
+    )
+    assert re.search(
+        r"sum\(rate\(lynx_relay_tenant_spend_dollars_total\{[^}]*\}\[\S+\]\)\) \* 86400", text
+    )
+    assert "sum(increase(lynx_relay_tenant_spend_dollars_total{" in text
+    assert not re.search(r"video_seconds_total.*\* max\(lynx_relay_price", text)
+    # per tenant: spend per hour, this month, budget used per period, the month-end projection
+    assert "sum by (tenant) (rate(lynx_relay_tenant_spend_dollars_total{" in text
+    assert re.search(
+        r"max by \(tenant\) \(lynx_relay_spend_period_dollars\{[^}]*period=\"month\"", text
+    )
+    assert re.search(
+        r"max by \(tenant, period\) \(lynx_relay_spend_period_dollars\{[^}]*\}\) "
+        r"/ max by \(tenant, period\) \(lynx_relay_budget_dollars\{",
+        text,
+    )
+    assert re.search(r"rate\(lynx_relay_tenant_spend_dollars_total\{[^}]*\}\[6h\]\)", text)
+    assert "(days_in_month() - day_of_month() + 1)" in text
+    assert "sum(max by (tenant) (lynx_relay_budget_reached{" in text
     # every query is filtered to the chosen deployment
     for q in queries:
         if metric_names(q.expr):

@@ -3,7 +3,9 @@ composition root) on the session's real Kafka with the fal emulator, scraped eve
 real Prometheus (Debian's binary from scripts/prometheus) that loads the chart's rule file.
 
 One run serves every test of this module: requests that succeed, one that fal fails
-(``[emulator:job-error]``), messages that are dead-lettered, and a duplicate. The run happens
+(``[emulator:job-error]``), messages that are dead-lettered, and a duplicate. Budgets far above
+the run's spend (``TENANTS``) make the relay export its spend and budget gauges, which only
+exist with a budget, for the panels of the row Spend and budgets. The run happens
 in two waves, because a labelled counter's first increment is invisible to rate(): the first
 wave creates the result series, the second moves them, so rates and the error-ratio rules see
 real values.
@@ -60,6 +62,15 @@ JOB_ERROR = "A person carves a pumpkin [emulator:job-error]"
 # Shorter rate windows than the checks' 1m when recording a picture: a one-minute run should
 # show its shape, not one ramp.
 SNAPSHOT_VARIABLES = {"job": SCRAPE_JOB, "namespace": ".*", "__rate_interval": "15s"}
+# Budgets for the requests' tenant (default) and the group that the run never reaches (a job
+# costs dollars): the spend and budget gauges exist only with a budget. A monthly budget needs
+# a ledger that keeps a month (RELAY_DEDUPE_RETENTION_S).
+TENANTS = """\
+default:
+  budget: {daily: 10000, monthly: 100000, policy: hold}
+group_budget: {monthly: 1000000, policy: hold}
+"""
+MONTH_AND_A_DAY_S = 33 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,16 @@ def panel_answers(api: PrometheusAPI) -> dict[PanelQuery, list[dict[str, Any]]]:
 async def observe(bootstrap: str, bin_dir: Path, folder: Path) -> Observed:
     topics = await create_topics(bootstrap)
     config = EmulatorConfig(run_time=(0.3, 1.2), queue_wait=(0.1, 0.5), seed=5)
+    tenants = folder / "tenants.yaml"
+    tenants.write_text(TENANTS, encoding="utf-8")
     async with emulator_running(config) as fal:
-        settings = relay_settings(topics, fal.base_url, RELAY_MAX_IN_FLIGHT="4")
+        settings = relay_settings(
+            topics,
+            fal.base_url,
+            RELAY_MAX_IN_FLIGHT="4",
+            RELAY_TENANTS_FILE=str(tenants),
+            RELAY_DEDUPE_RETENTION_S=str(MONTH_AND_A_DAY_S),
+        )
         async with relay_running(settings) as relay:
             target = f"127.0.0.1:{relay.ops_port}"
             with prometheus_running(bin_dir, folder / "prometheus", target) as api:
@@ -280,8 +299,9 @@ def test_every_panel_query_returns_data_from_the_real_scrape(observed: Observed)
 
 def test_the_panels_show_the_runs_numbers(observed: Observed) -> None:
     """A few panels read back what happened: in-flight limit 4, consumer lag drained to 0,
-    a positive spend, and the failed share of job results as rate() sees it (the second
-    wave's: 2 of 6; the first wave only created the series)."""
+    a positive spend, the failed share of job results as rate() sees it (the second
+    wave's: 2 of 6; the first wave only created the series), spend this month for the
+    requests' tenant and the group alike, and no tenant at a budget line."""
     by_title = {(q.panel_title, q.legend): answer for q, answer in observed.answers.items()}
 
     def value(title: str, legend: str) -> float:
@@ -291,7 +311,14 @@ def test_the_panels_show_the_runs_numbers(observed: Observed) -> None:
     assert value("Jobs in flight vs the limit", "limit") == 4
     assert value("Consumer lag", "records") == 0
     assert value("Failed results (time range)", "failed") == pytest.approx(2 / 6, abs=0.1)
-    assert value("Estimated spend (time range)", "spend") > 0
+    assert value("Spend (time range)", "spend") > 0
+    month = {
+        s["metric"]["tenant"]: float(s["value"][1])
+        for s in by_title[("Spend this month per tenant", "{{tenant}}")]
+    }
+    assert month["default"] > 0
+    assert month["all"] == pytest.approx(month["default"])
+    assert value("Tenants at a budget line", "at a budget line") == 0
 
 
 def test_the_rules_load_and_evaluate_on_the_real_data(observed: Observed) -> None:
