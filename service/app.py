@@ -209,6 +209,7 @@ class RelayService:
                     reconcile_give_up=s.relay_reconcile_give_up_s,
                     reconcile_skew=s.relay_reconcile_skew_s,
                     fallback_unit_price=s.relay_price_per_video_second,
+                    budget_pace=s.relay_budget_pace_s,
                 ),
                 history=FalRequestHistory(
                     http, api_url=s.fal_api_url, endpoint=s.fal_endpoint, metrics=self.metrics

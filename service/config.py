@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     relay_backlog_max_requests: int = Field(default=100_000, ge=1, le=10_000_000)
     relay_backlog_body_bytes: int = Field(default=8 * 1_048_576, ge=0, le=4096 * 1_048_576)
     relay_priority_aging_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+    # One start per this long for a tenant with a budget, per replica (README "budgets").
+    relay_budget_pace_s: float = Field(default=1.0, ge=0, le=3600)
 
     @field_validator(
         "fal_key",

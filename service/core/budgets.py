@@ -7,10 +7,15 @@ count too, at their expected cost (their ledger entries carry their expected uni
 replica does not start a job its peers' jobs in flight have already used the budget for.
 
 A tenant may start a job while what it spent in the period plus what it has in flight is
-below its budget (and the same holds for the group as a whole). So a budget is overshot by at
-most the jobs started before the ledger showed them to every replica (each starts at most one
-job past the line: the one that crosses it) and by what jobs cost beyond their estimate. The
-policy says what happens at the line: ``hold`` keeps the tenant's requests waiting,
+below its budget (and the same holds for the group as a whole). What a replica cannot see are
+its peers' jobs started in the last moments, before the ledger brought them over (a write and
+the follower's next read: well under a second). So a replica starts a budgeted tenant's jobs
+at most one per ``pace`` (a second by default, longer than that delay): then at most one job
+per peer is unseen when a replica decides, and a budget is overshot by less than one job per
+replica, plus what jobs cost beyond their estimate. Without the pace, a cold start of R
+replicas with N slots each could start R x N jobs before any saw another's.
+
+The policy says what happens at the line: ``hold`` keeps the tenant's requests waiting,
 unsubmitted, until the period turns or the budget is raised; ``reject`` fails them with
 ``budget_exceeded`` (retryable).
 
@@ -85,6 +90,12 @@ class Line(enum.Enum):
 
     DAILY = "daily"
     MONTHLY = "monthly"
+
+
+def paced(last_start: float | None, now: float, pace: float) -> bool:
+    """Whether a budgeted tenant may start its next job on this replica now (monotonic
+    seconds): one start per ``pace``, so that peers see each before the next."""
+    return last_start is None or now - last_start >= pace
 
 
 def reached(budget: Budget, today: float, this_month: float, in_flight: float) -> Line | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.core import outcomes
-from service.core.budgets import GROUP, Budget, Line, reached
+from service.core.budgets import GROUP, Budget, Line, paced, reached
 from service.core.cost import Price
 from service.core.ledger import LedgerEntry, LedgerView, Source, ledger_time
 from service.messages import VideoRequest, instant_event
@@ -54,8 +54,11 @@ class Budgets:
         outbox: Outbox,
         commits: Commits,
         writes: DurableWrites,
+        pace: float = 1.0,
     ) -> None:
         self._tenants = tenants
+        self._pace = pace
+        self._last_start: dict[str, float] = {}  # budgeted tenants: monotonic time of a start
         self._view = view
         self._jobs = jobs
         self._price = price
@@ -132,9 +135,22 @@ class Budgets:
         return AtLine(who, budget, line, used)
 
     def may_start(self, tenant: str) -> bool:
-        """For the backlog: False while the tenant is at a ``hold`` budget."""
+        """For the backlog: False while the tenant is at a ``hold`` budget, and between two
+        starts of a budgeted tenant closer than the pace."""
+        if not self._budgeted(tenant):
+            return True
+        if not paced(self._last_start.get(tenant), self._clock.monotonic(), self._pace):
+            return False
         at = self.at_line(tenant)
         return at is None or at.budget.policy != "hold"
+
+    def started(self, tenant: str) -> None:
+        """A job of ``tenant`` starts (for the pace)."""
+        if self._budgeted(tenant):
+            self._last_start[tenant] = self._clock.monotonic()
+
+    def _budgeted(self, tenant: str) -> bool:
+        return self._group is not None or self._tenants.policy(tenant).budget.budget().limited
 
     def refuses(self, tenant: str) -> AtLine | None:
         """The ``reject`` budget that refuses the tenant's next request, if any."""

@@ -43,6 +43,7 @@ class RelayConfig:
     # The price until fal's pricing answers (RELAY_PRICE_PER_VIDEO_SECOND), and how often
     # fal is asked again.
     fallback_unit_price: float = 0.60
+    budget_pace: float = 1.0  # a budgeted tenant's starts per replica: one per this long
     price_refresh: float = 3600.0
 
     @property

@@ -161,6 +161,7 @@ class Relay:
             outbox=outbox,
             commits=commits,
             writes=writes,
+            pace=config.budget_pace,
         )
         self._backlog = backlog = Backlog(
             tools,

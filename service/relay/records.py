@@ -155,6 +155,7 @@ class RecordHandler:
             assert entry is not None
             self._runner.reconcile(entry, fetched=True)
         elif not self._refused_for_budget(record, source, decoded):
+            self._budgets.started(decoded.tenant_name)
             self._runner.start(decoded, source, now, waited)
 
     def _refused_for_budget(

@@ -92,6 +92,7 @@ async def test_a_held_tenant_waits_unsubmitted_while_the_others_go_on_until_the_
         clock=clock,
         tenants=tenants(a={"daily": 10, "policy": "hold"}),
         fallback_unit_price=1.0,
+        budget_pace=0.0,  # the pace has its own test
     ) as relay:
         # a0 and a1 fit ($5.06 each, 10.13 with both in flight); a2 must wait.
         await outbox.wait_for(results=5)
@@ -214,3 +215,27 @@ def test_spend_between_sums_what_ended_in_the_span_per_tenant() -> None:
         "a": (2, 6.0, 3.6),
         "default": (1, 2.0, 1.2),
     }
+
+
+async def test_a_budgeted_tenant_starts_one_job_per_pace_on_a_replica() -> None:
+    """So that its peers see each start (through the ledger) before the next: the bound on
+    how far replicas that cannot see each other's newest jobs overshoot a budget."""
+    inbox, outbox, fal, clock = FakeInbox(partitions=1), FakeOutbox(), FakeFal(), FakeClock()
+    inbox.append(0, request("p0", "paced", prompt="hold"))
+    inbox.append(0, request("p1", "paced", prompt="hold"))
+    inbox.append(0, request("free", "free"))
+    async with running(
+        inbox,
+        outbox,
+        fal,
+        limit=3,
+        clock=clock,
+        tenants=tenants(paced={"daily": 1000}),
+        budget_pace=1.0,
+    ) as relay:
+        await outbox.wait_for(results=1)  # "free" went past the paced p1
+        assert [e.request_id for e in outbox.results] == ["free"]
+        assert [a["prompt"] for a in fal.submitted] == ["hold", "a pumpkin"]
+        assert relay.waiting == 1
+        clock.advance(1.0)
+        await fal.wait_submitted(3)
