@@ -149,7 +149,7 @@ def decision_cost(depth: int, decisions: int = 20_000) -> dict[str, float]:
     rng = random.Random(1)
     weights = {f"t{k}": float(1 + k % 3) for k in range(10)}
     scheduler = Scheduler(weights, aging=300.0)
-    sizes = [job_cost(f, 16, r) for f in (33, 49, 81) for r in ("480p", "580p", "720p")]
+    sizes = [job_cost(f, fps) for f in (17, 33, 49, 65, 81) for fps in (16, 24)]
     part = Partition("requests", 0)
     tenants = list(weights)
 

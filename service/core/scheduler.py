@@ -16,9 +16,9 @@ The choice, in order:
    requests go first, oldest first. A ``low`` request under sustained ``normal`` load thus
    starts within ``aging`` seconds of the moment a slot frees after that.
 3. **Weighted deficit round robin over tenants** inside the class, by *cost*, not by count
-   (a job's expected video-seconds times a resolution factor, see ``job_cost``): counting
+   (what a job is expected to bill: its seconds of video, see ``job_cost``): counting
    jobs would favour tenants with big ones. Each tenant's quantum is its weight times
-   ``quantum`` (default 1: one second of 720p video, a fifth of a default job, so turns
+   ``quantum`` (default 1: one second of video, a fifth of a default job, so turns
    interleave finely); a tenant whose next request costs more than its deficit waits for
    more rounds, which are added all at once (the rounds in which nobody could start), so a
    decision costs O(tenants), never O(backlog). Over a stretch of starts each tenant's
@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from service.core.cost import expected_units
 from service.core.offsets import Partition
 
 
@@ -66,22 +67,16 @@ class Waiting:
     taken: bool = False  # picked or dropped (it may still stand in its lane's arrivals)
 
 
-# Output pixels relative to 720p (1280x720), the resolutions fal's Lynx renders.
-RESOLUTION_FACTOR = {"480p": 854 * 480 / (1280 * 720), "580p": 1032 * 580 / (1280 * 720)}
-
-
 @functools.cache
-def job_cost(
-    num_frames: int | None, frames_per_second: int | None, resolution: str | None
-) -> float:
-    """What a job costs fal (and so the account): seconds of video times a resolution factor.
-    fal's defaults (81 frames, 16 fps, 720p) when the request leaves them out. (Cached: a
-    backlog of jobs of few shapes shares a few float objects.)"""
-    seconds = (num_frames or 81) / (frames_per_second or 16)
-    return seconds * RESOLUTION_FACTOR.get(resolution or "720p", 1.0)
+def job_cost(num_frames: int | None, frames_per_second: int | None) -> float:
+    """What a job costs the account, in fal's billing unit: its seconds of video (fal bills
+    Lynx by the second, whatever the resolution), the same estimate budgets use
+    (``core.cost.expected_units``). (Cached: a backlog of jobs of few shapes shares a few
+    float objects.)"""
+    return expected_units(num_frames, frames_per_second)
 
 
-DEFAULT_COST = job_cost(None, None, None)
+DEFAULT_COST = job_cost(None, None)
 
 
 class _Lane:

@@ -104,7 +104,7 @@ class Backlog:
                 priority=self._tenants.policy(tenant).priority(
                     options.priority if options else None
                 ),
-                cost=job_cost(i.num_frames, i.frames_per_second, i.resolution),
+                cost=job_cost(i.num_frames, i.frames_per_second),
                 since=self._clock.monotonic(),
                 body=record.value if keep else None,
             )

@@ -92,11 +92,11 @@ def test_weights_three_to_one_hold_in_every_window_of_200_starts() -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_weights_hold_by_cost_with_jobs_of_every_size(seed: int) -> None:
-    """Jobs of nine sizes (a fifth to one of a default job): the cost ratio holds within 5 %
+    """Jobs of ten sizes (a fifth to one of a default job): the cost ratio holds within 5 %
     over any 400 starts, and within 1 % over the whole run (one job's cost is a larger part
     of a short window: the README says how much)."""
     rng = random.Random(seed)
-    sizes = [job_cost(f, 16, r) for f in (33, 49, 81) for r in ("480p", "580p", "720p")]
+    sizes = [job_cost(f, fps) for f in (17, 33, 49, 65, 81) for fps in (16, 24)]
     s = Scheduler({"a": 3.0, "b": 1.0})
     for i in range(3000):
         s.add(waiting(f"a-{i}", "a", cost=rng.choice(sizes)))
@@ -188,19 +188,20 @@ def test_revoked_partitions_leave_the_backlog_with_their_bodies() -> None:
 
 
 @pytest.mark.parametrize(
-    ("frames", "fps", "resolution", "expected"),
+    ("frames", "fps", "expected"),
     [
-        pytest.param(None, None, None, 81 / 16, id="fal-defaults"),
-        pytest.param(81, 16, "720p", 81 / 16, id="720p-is-the-unit"),
-        pytest.param(160, 32, "480p", 5 * 854 * 480 / (1280 * 720), id="480p-costs-less"),
-        pytest.param(9, 5, "580p", 1.8 * 1032 * 580 / (1280 * 720), id="short-580p"),
+        pytest.param(None, None, 81 / 16, id="fal-defaults"),
+        pytest.param(81, 16, 81 / 16, id="a-default-job"),
+        pytest.param(33, 24, 1.375, id="short-and-fast"),
+        pytest.param(9, 5, 1.8, id="short-slow"),
     ],
 )
-def test_a_jobs_cost_is_its_video_seconds_times_a_resolution_factor(
-    frames: int | None, fps: int | None, resolution: str | None, expected: float
+def test_a_jobs_cost_is_what_fal_bills_its_seconds_of_video(
+    frames: int | None, fps: int | None, expected: float
 ) -> None:
-    """Seconds of video times the pixels relative to 720p; fal's defaults when left out."""
-    assert job_cost(frames, fps, resolution) == pytest.approx(expected)
+    """fal bills Lynx by the second of video, whatever the resolution: the scheduler weighs
+    tenants by the same estimate budgets use; fal's defaults when left out."""
+    assert job_cost(frames, fps) == pytest.approx(expected)
 
 
 def test_priority_names() -> None:
