@@ -176,7 +176,10 @@ class RelayService:
             outbox = KafkaOutbox(
                 s, transactional_id=f"lynx-relay:{s.relay_group_id}:{instance}", writer=writer
             )
-            view = LedgerView(timedelta(seconds=s.relay_dedupe_retention_s))
+            view = LedgerView(
+                timedelta(seconds=s.relay_dedupe_retention_s),
+                budget_day=timedelta(seconds=s.relay_budget_day_s),
+            )
             ledger = KafkaLedger(s, view, writer)
             inbox = KafkaInbox(s, self.metrics)
             relay = Relay(

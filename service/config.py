@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     relay_priority_aging_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
     # One start per this long for a tenant with a budget, per replica (README "budgets").
     relay_budget_pace_s: float = Field(default=1.0, ge=0, le=3600)
+    # The daily budget's period: 86400 is the UTC day; shorter for short-period budgets.
+    relay_budget_day_s: float = Field(default=86_400.0, ge=1, le=86_400)
 
     @field_validator(
         "fal_key",

@@ -25,10 +25,11 @@ Pure: amounts in, decisions out; the shell gives the time.
 from __future__ import annotations
 
 import enum
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 
 Policy = Literal["hold", "reject"]
@@ -51,31 +52,37 @@ def _month(day: date) -> tuple[int, int]:
 
 
 class SpendBook:
-    """Spend per tenant (and for ``GROUP``) per UTC day and month."""
+    """Spend per tenant (and for ``GROUP``) per day and UTC calendar month. A "day" is
+    ``day_seconds`` long, counted from the Unix epoch: 86,400 makes it the UTC day; a shorter
+    one (``RELAY_BUDGET_DAY_S``) gives a daily budget a shorter period."""
 
-    def __init__(self) -> None:
-        self._days: defaultdict[tuple[str, date], float] = defaultdict(float)
+    def __init__(self, day_seconds: float = 86_400.0) -> None:
+        self._day_s = day_seconds
+        self._days: defaultdict[tuple[str, int], float] = defaultdict(float)
         self._months: defaultdict[tuple[str, tuple[int, int]], float] = defaultdict(float)
 
+    def _day(self, at: datetime) -> int:
+        return math.floor(at.timestamp() / self._day_s)
+
     def add(self, tenant: str, amount: float, at: datetime) -> None:
-        day = at.date()
+        day, month = self._day(at), _month(at.astimezone(UTC).date())
         for who in (tenant, GROUP):
             self._days[who, day] += amount
-            self._months[who, _month(day)] += amount
+            self._months[who, month] += amount
 
     def today(self, tenant: str, now: datetime) -> float:
-        return self._days.get((tenant, now.date()), 0.0)
+        return self._days.get((tenant, self._day(now)), 0.0)
 
     def this_month(self, tenant: str, now: datetime) -> float:
-        return self._months.get((tenant, _month(now.date())), 0.0)
+        return self._months.get((tenant, _month(now.astimezone(UTC).date())), 0.0)
 
     def prune(self, now: datetime) -> None:
         """Forget days before yesterday and months before last month (late entries of a
         period just turned still land)."""
-        today = now.date()
-        for key in [k for k in self._days if (today - k[1]).days > 1]:
+        today = self._day(now)
+        for key in [k for k in self._days if today - k[1] > 1]:
             del self._days[key]
-        month = _month(today)
+        month = _month(now.astimezone(UTC).date())
         for mkey in [k for k in self._months if k[1] < _previous(month)]:
             del self._months[mkey]
 

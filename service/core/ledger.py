@@ -127,7 +127,7 @@ class Intake(enum.Enum):
 class LedgerView:
     """The latest entry per key, as of the records applied so far."""
 
-    def __init__(self, retention: timedelta) -> None:
+    def __init__(self, retention: timedelta, budget_day: timedelta = timedelta(days=1)) -> None:
         self.retention = retention
         self._entries: dict[str, LedgerEntry] = {}
         # Jobs that are, or may be, at fal (submitted or intent, not finished), kept as it
@@ -138,7 +138,7 @@ class LedgerView:
         self._fal_ids: dict[str, str] = {}
         # What budgets need: finished jobs' cost per tenant and period, counted once per
         # entry, and the expected units of jobs that are or may be at fal, per tenant.
-        self.spend = SpendBook()
+        self.spend = SpendBook(budget_day.total_seconds())
         self._open_units: dict[str, float] = {}
 
     def apply(self, key: str, entry: LedgerEntry | None) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import math
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +397,38 @@ async def test_a_reject_budget_fails_each_request_past_it_with_budget_exceeded(
     assert metric(samples, "lynx_relay_spend_period_dollars", tenant="strict", period="month") == (
         pytest.approx(8.1)
     )
+
+
+async def test_a_held_tenant_starts_again_when_its_period_turns(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """A "day" of 2 s (RELAY_BUDGET_DAY_S) and $3 a day with ``hold``: a $2.53 job fits, the
+    next would cross the line, so the tenant's requests start one per period as the periods
+    turn, with no restart and no new budget, and all of them end succeeded."""
+    file = write_tenants(
+        tmp_path / "tenants.yaml", "tenants:\n  daily:\n    budget: {daily: 3, policy: hold}\n"
+    )
+    day_s, n = 2.0, 3
+    config = EmulatorConfig(run_time=(0.05, 0.1), seed=145, unit_price=PRICE)
+    async with emulator_running(config) as fal:
+        settings = relay_settings(
+            topics, fal.base_url, RELAY_TENANTS_FILE=file, RELAY_BUDGET_DAY_S=str(day_s)
+        )
+        async with relay_running(settings):
+            await produce(
+                topics.bootstrap,
+                topics.requests,
+                [tenant_request("daily", f"daily-{i}") for i in range(n)],
+            )
+            got = events(await consume(topics.bootstrap, topics.results, n, within=60))
+    assert {e["status"] for e in got.values()} == {"succeeded"}
+    assert len(jobs_of(fal, "daily")) == n
+    # One start per period: the budget held each next one until its period turned.
+    periods = [
+        math.floor(datetime.fromisoformat(e["timings"]["submitted_at"]).timestamp() / day_s)
+        for e in got.values()
+    ]
+    assert len(set(periods)) == n, periods
 
 
 # --- 4. the overshoot bound with 3 replicas ---------------------------------------------------
