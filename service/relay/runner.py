@@ -138,18 +138,7 @@ class JobRunner:
         """Watch a job that is at fal already (the ledger says so); never submit it again.
         ``fetched``: its record was fetched, so its offset waits for the job."""
         assert entry.fal is not None
-        source = entry.source
-        ctx = JobContext(
-            entry.key,
-            source,
-            log=self._log.bind(request_id=entry.key),
-            metadata=entry.metadata,
-            deadline=entry.deadline,
-            tenant=entry.tenant or DEFAULT_TENANT,
-            expected_units=entry.units,
-            resume=entry.fal,
-            place=(Partition(source.topic, source.partition), source.offset) if fetched else None,
-        )
+        ctx = self._taken_up(entry, fetched, resume=entry.fal)
         job = Job(
             entry.key,
             received_at=entry.received_at or entry.at,
@@ -158,13 +147,27 @@ class JobRunner:
             submitted_at=entry.at,
         )
         self._jobs.adopt(ctx, job)
-        self._board.spawn(ctx.part, source.offset, entry.key, self._run(ctx))
+        self._board.spawn(ctx.part, entry.source.offset, entry.key, self._run(ctx))
 
     def reconcile(self, entry: LedgerEntry, *, fetched: bool = False) -> None:
         """Take up a submit whose outcome is unknown (an intent with nothing after it, found in
         the ledger): fal's history says whether to watch its job or submit it again."""
+        ctx = self._taken_up(entry, fetched, intent=Intent(entry.key, entry.digest or "", entry.at))
+        job = Job(entry.key, received_at=entry.received_at or entry.at, state=JobState.RECONCILING)
+        self._jobs.adopt(ctx, job)  # it may be at fal: it holds a slot, limit or not
+        self._board.spawn(ctx.part, entry.source.offset, entry.key, self._run(ctx))
+
+    def _taken_up(
+        self,
+        entry: LedgerEntry,
+        fetched: bool,
+        *,
+        resume: FalRef | None = None,
+        intent: Intent | None = None,
+    ) -> JobContext:
+        """The context of a job taken up from its ledger entry (what the entry kept)."""
         source = entry.source
-        ctx = JobContext(
+        return JobContext(
             entry.key,
             source,
             log=self._log.bind(request_id=entry.key),
@@ -172,12 +175,10 @@ class JobRunner:
             deadline=entry.deadline,
             tenant=entry.tenant or DEFAULT_TENANT,
             expected_units=entry.units,
-            intent=Intent(entry.key, entry.digest or "", entry.at),
+            resume=resume,
+            intent=intent,
             place=(Partition(source.topic, source.partition), source.offset) if fetched else None,
         )
-        job = Job(entry.key, received_at=entry.received_at or entry.at, state=JobState.RECONCILING)
-        self._jobs.adopt(ctx, job)  # it may be at fal: it holds a slot, limit or not
-        self._board.spawn(ctx.part, source.offset, entry.key, self._run(ctx))
 
     # --- running --------------------------------------------------------------------------
 
