@@ -166,7 +166,14 @@ class RelayService:
                 ready_detail=self._ready_detail,
                 webhooks=webhooks,
             )
-            await self._ops.start(s.relay_http_host, s.relay_http_port)
+            try:
+                await self._ops.start(s.relay_http_host, s.relay_http_port)
+            except OSError as exc:
+                # A port already taken is a setting to change, not a crash.
+                raise StartupError(
+                    f"cannot listen on RELAY_HTTP_HOST={s.relay_http_host} "
+                    f"RELAY_HTTP_PORT={s.relay_http_port}: {exc.strerror or exc}"
+                ) from None
             stack.push_async_callback(self._ops.stop)
 
             writer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

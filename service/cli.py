@@ -18,10 +18,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 from service.app import RelayService, StartupError, read_spend
-from service.config import load_settings
+from service.config import Settings, load_settings
 from service.errors import SettingsError
 from service.logs import configure_logging, get_logger
 from service.schemas import check_schemas, write_schemas
@@ -124,14 +125,38 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_help() -> str:
+    """Every setting with its default, for ``run --help`` (the README says what each does)."""
+    lines = ["settings (environment variables; the README's Settings table says what each does):"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = (
+            "unset"
+            if default is None
+            else str(default).lower()
+            if isinstance(default, bool)
+            else str(default)
+        )
+        if "key" in name or "password" in name:
+            shown = "unset (secret)"
+        lines.append(f"  {name.upper():<34} {shown}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lynx-relay",
         description="Kafka requests in, Lynx videos (fal.ai) out. Settings come from the "
         "environment; see the README.",
     )
+    parser.add_argument("--version", action="version", version=f"lynx-relay {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run the relay in the foreground (JSON logs on stdout)")
+    run = sub.add_parser(
+        "run",
+        help="run the relay in the foreground (JSON logs on stdout)",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.set_defaults(func=cmd_run)
     spend = sub.add_parser(
         "spend",
@@ -146,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--check", action="store_true", help="fail if the files are stale")
     schemas.set_defaults(func=cmd_schemas)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lynx-relay")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

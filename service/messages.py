@@ -86,8 +86,9 @@ class LynxInput(BaseModel):
     guidance_scale_2: float | None = Field(
         default=None, ge=0, le=10, description="Second guidance scale (fal's default: 2)."
     )
+    # fal's published schema for Lynx says 9-81 (its prose says 100; the app enforces 81).
     num_frames: int | None = Field(
-        default=None, ge=9, le=100, description="Number of frames to generate (fal's default: 81)."
+        default=None, ge=9, le=81, description="Number of frames to generate (fal's default: 81)."
     )
 
     @field_validator("image_url")

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from fal_emulator.config import EmulatorConfig
+from service.config import Settings
 from tests.conftest import free_port
 from tests.integration.conftest import (
     Topics,
@@ -56,6 +58,40 @@ def test_help_lists_the_sub_commands() -> None:
         refused = run_cli(moved, "--help", env={})
         assert refused.returncode == 2
         assert "invalid choice" in refused.stderr
+
+
+def test_version_and_every_setting_in_run_help() -> None:
+    version = run_cli("--version", env={})
+    assert version.returncode == 0
+    assert version.stdout.strip() == "lynx-relay 0.1.0"
+    helped = run_cli("run", "--help", env={})
+    assert helped.returncode == 0
+    for name in Settings.model_fields:
+        assert name.upper() in helped.stdout, name
+    assert "RELAY_RECONCILE_GIVE_UP_S          1200.0" in helped.stdout  # with its default
+    assert "FAL_KEY" in helped.stdout
+    assert "unset (secret)" in helped.stdout
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_exit_code_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli(
+            "run",
+            env={
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+                "FAL_QUEUE_URL": "http://127.0.0.1:9",
+                "RELAY_HTTP_HOST": "127.0.0.1",
+                "RELAY_HTTP_PORT": str(port),
+            },
+        )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert f"RELAY_HTTP_PORT={port}" in lines[0]
+    assert "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize(

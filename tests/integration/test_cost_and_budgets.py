@@ -142,8 +142,8 @@ REFUSED_UNITS = 0.75  # what the emulator bills a refused input (its 422)
 async def test_result_events_and_metrics_carry_exactly_what_fal_billed(
     topics: Topics, tmp_path: Path
 ) -> None:
-    """30 requests of 3 tenants in 8 sizes, and 3 the model refuses with a billed 422 (90
-    frames: the relay accepts up to 100, Lynx up to 81), at fal's unit price of 0.5: each
+    """30 requests of 3 tenants in 8 sizes, and 3 the model refuses with a billed 422 (an
+    input its schema accepts: ``[emulator:refuse-input]``), at fal's unit price of 0.5: each
     event's cost is its fal job's bill (units exact, amount to the micro-dollar, not
     estimated, at 0.5 not the 0.60 fallback); the spend and units per tenant in /metrics are
     the emulator's bill per tenant, and together its whole bill."""
@@ -163,8 +163,7 @@ async def test_result_events_and_metrics_carry_exactly_what_fal_billed(
             values.append(request(f"{tenant}-{i}", tenant=tenant, input=lynx))
         refused = {
             "image_url": "https://example.com/subject.png",
-            "prompt": f"{tenant}: refused",
-            "num_frames": 90,
+            "prompt": f"{tenant}: refused [emulator:refuse-input]",
         }
         values.append(request(f"{tenant}-refused", tenant=tenant, input=refused))
     file = write_tenants(

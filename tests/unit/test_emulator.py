@@ -433,6 +433,20 @@ async def test_job_error_directive_is_a_retryable_503(fal: Harness) -> None:
     assert result.headers["X-Fal-Retryable"] == "true"
 
 
+async def test_refuse_input_directive_is_a_422_for_an_input_the_schema_accepts(
+    fal: Harness,
+) -> None:
+    submitted = await fal.submit(body("[emulator:refuse-input]"))
+    await fal.wait_for(submitted["status_url"])
+    result = await fal.client.get(submitted["response_url"])
+    assert result.status_code == 422
+    (problem,) = result.json()["detail"]
+    assert problem["loc"] == ["body", "image_url"]
+    assert "face" in problem["msg"]
+    assert parse_directives("a [emulator:refuse-input]").refuse_input
+    assert not parse_directives("a plain prompt").refuse_input
+
+
 async def test_result_500_directive_is_the_models_own_error(fal: Harness) -> None:
     submitted = await fal.submit(body("[emulator:result-500]"))
     status = await fal.wait_for(submitted["status_url"])

@@ -96,6 +96,7 @@ def test_unreadable_messages_are_rejected_without_a_request_id(
     [
         ({**VALID, "input": {"prompt": "p"}}, "input.image_url"),
         (with_input(num_frames=500), "input.num_frames"),
+        (with_input(num_frames=82), "input.num_frames"),  # fal's schema: 9-81
         (with_input(resolution="4k"), "input.resolution"),
         (with_input(sharpness=3), "input.sharpness"),
         ({**VALID, "colour": "red"}, "colour"),

@@ -47,6 +47,9 @@ def test_the_wheel_holds_no_emulator_module(tmp_path: Path) -> None:
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert requires, "the wheel declares no dependency at all"
     assert [line for line in requires if "emulator" in line.lower()] == []
+    # The license pyproject names, with its text beside it.
+    assert "License-Expression: Apache-2.0" in metadata or "License: Apache-2.0" in metadata
+    assert any(n.startswith(f"{dist_info}/licenses/LICENSE") for n in names), names
 
 
 def test_importing_the_relay_cli_imports_no_emulator_module() -> None:

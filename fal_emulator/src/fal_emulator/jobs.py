@@ -152,21 +152,25 @@ class Directives:
     result_500: bool = False
     result_503: bool = False
     run_time: float | None = None
+    # The model refuses an input its schema accepts (Lynx finds no face to keep): a 422.
+    refuse_input: bool = False
 
 
 def parse_directives(prompt: object) -> Directives:
     """``[emulator:job-error]``, ``[emulator:result-500]``, ``[emulator:result-503]``,
-    ``[emulator:run=SECONDS]``.
+    ``[emulator:run=SECONDS]``, ``[emulator:refuse-input]``.
 
     Unknown directives and unreadable run times are ignored: a prompt is free text.
     """
     if not isinstance(prompt, str):
         return Directives()
-    job_error = result_500 = result_503 = False
+    job_error = result_500 = result_503 = refuse_input = False
     run_time: float | None = None
     for name, value in _DIRECTIVE_RE.findall(prompt):
         if name == "job-error":
             job_error = True
+        elif name == "refuse-input":
+            refuse_input = True
         elif name == "result-500":
             result_500 = True
         elif name == "result-503":
@@ -179,7 +183,11 @@ def parse_directives(prompt: object) -> Directives:
             if 0 <= seconds < float("inf"):
                 run_time = seconds
     return Directives(
-        job_error=job_error, result_500=result_500, result_503=result_503, run_time=run_time
+        job_error=job_error,
+        result_500=result_500,
+        result_503=result_503,
+        run_time=run_time,
+        refuse_input=refuse_input,
     )
 
 
@@ -269,6 +277,15 @@ def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random
         # The app rejects the input as soon as it runs, so the run is over at once.
         return Plan(Outcome.INVALID_INPUT, 0.0, wait_draw, validation_errors=errors)
     directives = parse_directives(model.prompt)
+    if directives.refuse_input:
+        refused = [
+            {
+                "loc": ["body", "image_url"],
+                "msg": "no face found in the reference image",
+                "type": "value_error",
+            }
+        ]
+        return Plan(Outcome.INVALID_INPUT, 0.0, wait_draw, validation_errors=refused)
     run_time = directives.run_time if directives.run_time is not None else run_draw
     if directives.job_error or fail_draw < config.failure_rate:
         outcome = Outcome.JOB_ERROR
