@@ -401,11 +401,12 @@ async def test_a_reject_budget_fails_each_request_past_it_with_budget_exceeded(
 async def test_a_held_tenant_starts_again_when_its_period_turns(
     topics: Topics, tmp_path: Path
 ) -> None:
-    """A "day" of 2 s (RELAY_BUDGET_DAY_S) and $3 a day with ``hold``: a $2.53 job fits, the
-    next would cross the line, so the tenant's requests start one per period as the periods
-    turn, with no restart and no new budget, and all of them end succeeded."""
+    """A "day" of 2 s (RELAY_BUDGET_DAY_S) and $2 a day with ``hold``: a job may start while
+    spend plus jobs in flight is below the line, and one $2.53 job crosses it, so the tenant's
+    requests start one per period as the periods turn (a job that ends in the next period is
+    charged to it), with no restart and no new budget, and all of them end succeeded."""
     file = write_tenants(
-        tmp_path / "tenants.yaml", "tenants:\n  daily:\n    budget: {daily: 3, policy: hold}\n"
+        tmp_path / "tenants.yaml", "tenants:\n  daily:\n    budget: {daily: 2, policy: hold}\n"
     )
     day_s, n = 2.0, 3
     config = EmulatorConfig(run_time=(0.05, 0.1), seed=145, unit_price=PRICE)
