@@ -25,7 +25,7 @@ from service.adapters.fal import FalQueue, parse_webhook
 from service.adapters.fal_history import FalRequestHistory
 from service.adapters.fal_pricing import FalPricing
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
-from service.adapters.kafka_client import KafkaRefused, probe
+from service.adapters.kafka_client import KafkaRefused, ensure_topics, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
 from service.adapters.ops_http import OpsServer
 from service.adapters.webhooks import WebhookVerifier
@@ -238,6 +238,8 @@ class RelayService:
             async with self._kafka_started("admin client"):
                 if s.relay_create_jobs_topic:
                     await ensure_ledger_topic(s)
+                if s.relay_create_topics:
+                    await ensure_topics(s)
             async with self._kafka_started("producer"):
                 await outbox.start()
             stack.push_async_callback(outbox.stop)

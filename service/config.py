@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     relay_commit_interval_s: float = Field(default=1.0, gt=0, le=60)
     relay_jobs_topic: str = Field(default="lynx.relay.jobs", min_length=1)
     relay_create_jobs_topic: bool = True
+    # The requests, results and dead-letter (and progress) topics, created when missing.
+    relay_create_topics: bool = True
+    relay_topics_partitions: int = Field(default=6, ge=1, le=10_000)
+    relay_topics_replication: int | None = Field(default=None, ge=1, le=32)  # None: auto
     relay_jobs_topic_partitions: int = Field(default=12, ge=1, le=10_000)
     relay_jobs_topic_replication: int | None = Field(default=None, ge=1, le=32)  # None: auto
     relay_dedupe_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
@@ -122,6 +126,7 @@ class Settings(BaseSettings):
         "kafka_ssl_keyfile",
         "relay_group_instance_id",
         "relay_jobs_topic_replication",
+        "relay_topics_replication",
         "relay_session_timeout_s",
         "relay_webhook_url",
         "relay_progress_topic",

@@ -47,10 +47,30 @@ def configure_logging(level: str) -> None:
             ],
         )
     )
+    handler.addFilter(_demote_start_up_noise)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # Library chatter below WARNING is noise for operators; our own events carry the story.
     root.setLevel(max(_LEVELS[level], logging.WARNING))
+
+
+# aiokafka logs these at error level while a group or a topic is still being set up (a first
+# start, a topic created a moment ago), and retries them itself: a clean start is not an error.
+# Demoted to warning; they stay visible if they go on.
+_NOISE = (
+    "Topic %s not found in cluster metadata",
+    "Group Coordinator Request failed: %s",
+)
+
+
+def _demote_start_up_noise(record: logging.LogRecord) -> bool:
+    if (
+        record.levelno == logging.ERROR
+        and record.name.startswith("aiokafka")
+        and record.msg in _NOISE
+    ):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def get_logger(**bound: Any) -> Any:

@@ -88,6 +88,9 @@ class KafkaInbox:
             # The revoke callback may wait RELAY_SHUTDOWN_GRACE_S for writes to be
             # acknowledged; the group must allow that much, or it evicts us mid-hand-back.
             rebalance_timeout_ms=int((settings.relay_shutdown_grace_s + 30) * 1000),
+            # A requests topic created after the relay started (RELAY_CREATE_TOPICS=false) is
+            # seen within 10 s, not aiokafka's default 5 minutes; one small request each time.
+            metadata_max_age_ms=10_000,
             **client_options(settings),
         )
 

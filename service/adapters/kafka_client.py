@@ -5,16 +5,19 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     KafkaError,
     SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
 
 from service.config import Settings
+from service.logs import get_logger
 
 CLIENT_ID = "lynx-relay"
 
@@ -85,3 +88,45 @@ async def probe(settings: Settings) -> None:
             continue  # this server is not reachable; the clients will say so
         conn.close()
         return
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the relay's missing topics (requests, results, dead letters, progress) with
+    ``RELAY_TOPICS_PARTITIONS`` and ``RELAY_TOPICS_REPLICATION``; the names created. A first
+    run then needs no one to create them, and the consumer finds its topic at once instead of
+    after a metadata refresh. Refused (no ACL to create): a warning, and the relay goes on."""
+    wanted = [
+        settings.relay_requests_topic,
+        settings.relay_results_topic,
+        settings.relay_dead_letter_topic,
+        *([settings.relay_progress_topic] if settings.relay_progress_topic else []),
+    ]
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        missing = [t for t in dict.fromkeys(wanted) if t not in set(await admin.list_topics())]
+        if not missing:
+            return []
+        replication = settings.relay_topics_replication
+        if replication is None:
+            cluster = await admin.describe_cluster()
+            replication = max(1, min(3, len(cluster.get("brokers", []))))
+        topics = [
+            NewTopic(
+                t, num_partitions=settings.relay_topics_partitions, replication_factor=replication
+            )
+            for t in missing
+        ]
+        try:
+            await admin.create_topics(topics)
+        except TopicAlreadyExistsError:
+            pass  # another replica created them first
+        except KafkaError as exc:
+            get_logger().warning("topics_not_created", topics=missing, error=repr(exc))
+            return []
+        get_logger().info(
+            "topics_created", topics=missing, partitions=settings.relay_topics_partitions
+        )
+        return missing
+    finally:
+        await admin.close()

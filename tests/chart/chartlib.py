@@ -325,6 +325,7 @@ SCENARIOS: dict[str, Values] = {
             },
             "relay": {
                 "jobsTopicReplication": 3,
+                "topicsReplication": 3,
                 "sessionTimeoutSeconds": 45,
                 "dedupeRetentionSeconds": 6048000,
                 "pricePerVideoSecond": 0.65,

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,7 +30,7 @@ from tests.integration.conftest import (
     produce,
     request,
 )
-from tests.integration.processes import relay_env
+from tests.integration.processes import RelayProcess, relay_env
 
 SECRET_KEY = "fal-key-id:very-secret-value-4711"
 
@@ -252,3 +253,30 @@ async def test_spend_prints_what_the_ledger_says_each_tenant_spent(topics: Topic
     assert table.returncode == 0, table.stderr
     assert "acme" in table.stdout
     assert "bolt" in table.stdout
+
+
+async def test_a_first_run_creates_its_topics_and_logs_no_error(kafka_bootstrap: str) -> None:
+    """A relay started before its topics exist creates them (RELAY_CREATE_TOPICS), takes a
+    request published after its start, and a clean start says nothing at error level
+    (aiokafka's start-up chatter is demoted: it retries that itself)."""
+    tag = uuid.uuid4().hex[:10]
+    topics = Topics(
+        kafka_bootstrap, f"req-{tag}", f"res-{tag}", f"dlq-{tag}", f"grp-{tag}", 2, f"jobs-{tag}"
+    )
+    async with emulator_running(EmulatorConfig(run_time=(0.05, 0.1))) as fal:
+        relay = await RelayProcess(
+            relay_env(topics, fal.base_url, RELAY_TOPICS_PARTITIONS="2"), "first-run"
+        ).start()
+        try:
+            await relay.wait_for("partitions_taken_over", within=60)
+            await produce(topics.bootstrap, topics.requests, [request("first-1")], partition=1)
+            got = events(await consume(topics.bootstrap, topics.results, 1, within=30))
+            assert got["first-1"]["status"] == "succeeded"
+            assert await relay.terminate() == 0
+        finally:
+            await relay.close()
+    created = [line for line in relay.lines if line.get("event") == "topics_created"]
+    assert len(created) == 1
+    assert set(created[0]["topics"]) == {topics.requests, topics.results, topics.dead_letters}
+    errors = [line for line in relay.lines if line.get("level") in ("error", "critical")]
+    assert errors == []
