@@ -251,13 +251,15 @@ async def test_progress_events_reach_their_topic(topics: Topics) -> None:
             RELAY_PROGRESS_TOPIC=progress_topic,
             RELAY_PROGRESS_MIN_INTERVAL_S="0.1",
             RELAY_PROGRESS_MAX_LOGS="3",
+            # The relay creates the progress topic (RELAY_CREATE_TOPICS): with 2 partitions.
+            RELAY_TOPICS_PARTITIONS="2",
         )
         async with relay_running(settings):
             await produce(
                 topics.bootstrap, topics.requests, [request("p-1"), request("p-2")], partition=0
             )
             await consume(topics.bootstrap, topics.results, 2, within=60)
-    records = await consume_all(topics.bootstrap, progress_topic)
+    records = await consume_all(topics.bootstrap, progress_topic, partitions=2)
     by_request: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         body = json.loads(record.value)

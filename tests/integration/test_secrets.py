@@ -51,6 +51,7 @@ async def test_no_byte_the_relay_writes_contains_the_fal_key(topics: Topics) -> 
             FAL_KEY=FAL_KEY,
             RELAY_HTTP_PORT=str(port),
             RELAY_PROGRESS_TOPIC=f"{topics.requests}-progress",
+            RELAY_TOPICS_PARTITIONS="2",  # of the progress topic, which the relay creates
         )
         relay = await RelayProcess(env, "relay").start()
         try:
@@ -79,7 +80,7 @@ async def test_no_byte_the_relay_writes_contains_the_fal_key(topics: Topics) -> 
             await relay.close()
     written = [metrics, stderr, repr(relay.lines)]
     for topic in (topics.results, topics.dead_letters, topics.jobs, f"{topics.requests}-progress"):
-        partitions = 3 if topic == topics.jobs else 1
+        partitions = {topics.jobs: 3, f"{topics.requests}-progress": 2}.get(topic, 1)
         for record in await consume_all(topics.bootstrap, topic, partitions):
             written.append(repr((record.key, record.value, record.headers)))
     blob = "\n".join(written)
