@@ -91,7 +91,7 @@ class FalQueue:
                 on=_not_sent, attempts=self._attempts, timeout=self._retry_timeout
             ):
                 with attempt:
-                    body = await self._call(
+                    body, _headers = await self._call(
                         "submit",
                         "POST",
                         self._submit_url,
@@ -128,7 +128,9 @@ class FalQueue:
         )
 
     async def status(self, job: FalRef) -> FalStatus:
-        body = await self._idempotent("status", "GET", job.status_url, params={"logs": self._logs})
+        body, _headers = await self._idempotent(
+            "status", "GET", job.status_url, params={"logs": self._logs}
+        )
         return _status_from(body)
 
     async def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
@@ -148,7 +150,7 @@ class FalQueue:
                 if not response.is_success:
                     await response.aread()
                     raise error_for(
-                        "status", response.status_code, response.headers, _json_body(response)
+                        "status", response.status_code, response.headers, json_body(response)
                     )
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
@@ -162,7 +164,7 @@ class FalQueue:
             raise FalUnavailable("fal's status stream sent something that is not JSON") from None
 
     async def result(self, job: FalRef) -> FalOutput:
-        body, headers = await self._idempotent_with_headers("result", "GET", job.response_url)
+        body, headers = await self._idempotent("result", "GET", job.response_url)
         output = _output_from(body, billable_units(headers))
         if output is None:
             raise FalJobFailed(
@@ -181,34 +183,27 @@ class FalQueue:
 
     # --- one HTTP call --------------------------------------------------------------------
 
-    async def _idempotent(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
-        body, _headers = await self._idempotent_with_headers(kind, method, url, **kw)
-        return body
-
-    async def _idempotent_with_headers(
+    async def _idempotent(
         self, kind: str, method: str, url: str, **kw: Any
     ) -> tuple[dict[str, Any], httpx.Headers]:
         async for attempt in stamina.retry_context(
             on=_retryable, attempts=self._attempts, timeout=self._retry_timeout
         ):
             with attempt:
-                return await self._call_with_headers(kind, method, url, **kw)
+                return await self._call(kind, method, url, **kw)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    async def _call(self, kind: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
-        body, _headers = await self._call_with_headers(kind, method, url, **kw)
-        return body
-
-    async def _call_with_headers(
+    async def _call(
         self, kind: str, method: str, url: str, **kw: Any
     ) -> tuple[dict[str, Any], httpx.Headers]:
+        """One HTTP call: fal's JSON object and the answer's headers (billing rides on them)."""
         try:
             response = await self._http.request(method, url, **kw)
         except httpx.HTTPError as exc:
             self._metrics.fal_http.labels(kind, "error").inc()
             raise _transport_error(exc) from None
         self._metrics.fal_http.labels(kind, status_class(response.status_code)).inc()
-        body = _json_body(response)
+        body = json_body(response)
         if response.is_success:
             if not isinstance(body, dict):
                 raise FalUnavailable(f"fal's {kind} answer is not a JSON object")
@@ -353,7 +348,8 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _json_body(response: httpx.Response) -> Any:
+def json_body(response: httpx.Response) -> Any:
+    """An answer's JSON, or the start of its text when it is not JSON (a gateway's page)."""
     try:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -24,7 +24,6 @@ route, a refused query) is ``FalHistoryRefused``, and more pages than allowed is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from typing import Any
 import httpx
 import stamina
 
-from service.adapters.fal import retry_after_seconds
+from service.adapters.fal import json_body, retry_after_seconds
 from service.errors import (
     FalError,
     FalHistoryIncomplete,
@@ -128,7 +127,7 @@ class FalRequestHistory:
                 f"no answer from fal's request history: {type(exc).__name__}"
             ) from None
         self._metrics.fal_http.labels(_METRIC, status_class(response.status_code)).inc()
-        body = _json_body(response)
+        body = json_body(response)
         if response.is_success:
             if not isinstance(body, dict):
                 raise FalUnavailable("fal's request history answered with no JSON object")
@@ -228,10 +227,3 @@ def _merge(earlier: FalHistoryItem, later: FalHistoryItem) -> FalHistoryItem:
         if getattr(later, field.name) is None
     }
     return replace(later, **missing)
-
-
-def _json_body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:2000]

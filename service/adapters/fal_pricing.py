@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import stamina
 
+from service.adapters.fal import json_body
 from service.adapters.fal_history import history_error_for
 from service.adapters.fal_history import retryable_call as retryable
 from service.core.cost import Price
@@ -58,10 +59,7 @@ class FalPricing:
             self._metrics.fal_http.labels(_METRIC, "error").inc()
             raise FalUnavailable(f"no answer from fal's pricing: {type(exc).__name__}") from None
         self._metrics.fal_http.labels(_METRIC, status_class(response.status_code)).inc()
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text[:2000]
+        body = json_body(response)
         if response.is_success:
             if not isinstance(body, dict):
                 raise FalUnavailable("fal's pricing answered with no JSON object")
