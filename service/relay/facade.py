@@ -40,7 +40,7 @@ from service.relay.ownership import Ownership, PartitionStates
 from service.relay.prices import Prices
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
-from service.relay.reconcile import Reconciler
+from service.relay.reconcile import LostSubmits, Reconciler
 from service.relay.records import RecordHandler
 from service.relay.rejects import RejectHandler
 from service.relay.runner import JobRunner
@@ -116,24 +116,31 @@ class Relay:
         progress = ProgressReporter(
             outbox, clock, config.progress_min_interval, config.progress_max_logs
         )
+        submitter = Submitter(
+            tools,
+            fal=fal,
+            gate=gate,
+            outbox=outbox,
+            jobs=jobs,
+            writes=writes,
+            with_intent=lambda: reconciler.available,
+        )
         self._runner = runner = JobRunner(
             tools,
             fal=fal,
             jobs=jobs,
             board=board,
             gate=gate,
-            submitter=Submitter(
+            submitter=submitter,
+            lost=LostSubmits(
                 tools,
+                reconciler=reconciler,
                 fal=fal,
-                gate=gate,
-                outbox=outbox,
+                submitter=submitter,
                 jobs=jobs,
-                writes=writes,
-                with_intent=lambda: reconciler.available,
+                inbox=inbox,
+                policy=config.input_policy,
             ),
-            reconciler=reconciler,
-            inbox=inbox,
-            policy=config.input_policy,
             watcher=watcher,
             publisher=ResultPublisher(
                 tools,

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from service.core.backoff import Backoff
-from service.core.ledger import LedgerView
+from service.core.jobs import JobEvent
+from service.core.ledger import FalRef, LedgerView
 from service.core.reconcile import (
     Intent,
     Seen,
@@ -35,9 +36,12 @@ from service.core.reconcile import (
     match,
     unmatched,
 )
+from service.decoding import InputPolicy, decode_request
 from service.errors import FalError, FalHistoryRefused, FalUnauthorized, FalUnavailable
-from service.ports import FalHistory, FalHistoryItem
-from service.relay.context import Jobs
+from service.messages import VideoRequest
+from service.ports import FalHistory, FalHistoryItem, Inbox, VideoJobs
+from service.relay.context import JobContext, Jobs
+from service.relay.submit import Submitter
 from service.relay.tools import Tools
 
 _PROBE_SPAN = timedelta(minutes=1)
@@ -194,6 +198,74 @@ class Reconciler:
             reason=self.off_reason,
             effect="a submit whose answer is lost fails as fal_unavailable",
         )
+
+
+class LostSubmits:
+    """What a job whose submit's outcome is unknown does with the reconciler's answer: the
+    fal job it found is adopted (its ``submitted`` entry written), or the job is made ready to
+    be submitted again, its body read again from Kafka when this replica never had it."""
+
+    def __init__(
+        self,
+        tools: Tools,
+        *,
+        reconciler: Reconciler,
+        fal: VideoJobs,
+        submitter: Submitter,
+        jobs: Jobs,
+        inbox: Inbox,
+        policy: InputPolicy,
+    ) -> None:
+        self._reconciler = reconciler
+        self._fal = fal
+        self._submitter = submitter
+        self._jobs = jobs
+        self._inbox = inbox
+        self._policy = policy
+        self._clock = tools.clock
+
+    async def settle(self, ctx: JobContext) -> FalRef | None:
+        """Ask fal's history about the job's intent: its fal job, adopted and recorded; or
+        None, having made the job ready to be submitted again."""
+        assert ctx.intent is not None
+        try:
+            fal_id = await self._reconciler.settle(ctx.intent)
+        except HistoryOff:
+            if ctx.request is not None:
+                raise  # a lost answer without a history: fal_unavailable, as before
+            fal_id = None  # taken over: without a history it was always submitted again
+        if fal_id is not None:
+            ref = self._fal.ref_for(fal_id)
+            await self._submitter.record(ctx, ref)
+            ctx.log = ctx.log.bind(fal_request_id=fal_id)
+            ctx.log.info("job_adopted")
+            return ref
+        if ctx.request is None:
+            ctx.request = await self._read_again(ctx)
+        ctx.intent = None
+        self._jobs.advance(ctx.request_id, JobEvent.RESUBMIT, self._clock.now())
+        ctx.log.info("job_submitting_again")
+        return None
+
+    async def _read_again(self, ctx: JobContext) -> VideoRequest:
+        """The request's body from its record (a job taken over from its intent)."""
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                record = await self._inbox.read(ctx.part, ctx.source.offset)
+                break
+            except Exception as exc:  # Kafka cannot answer now; a hand-back cancels the wait
+                delay = backoff.next()
+                ctx.log.warning("request_read_failed", error=repr(exc), retry_in_s=delay)
+                await self._clock.sleep(delay)
+        decoded = decode_request(record.value, self._policy) if record is not None else None
+        if not isinstance(decoded, VideoRequest) or decoded.request_id != ctx.request_id:
+            raise FalUnavailable(
+                "fal's history shows no job for this request and its record can no longer be "
+                "read to submit it again",
+                retryable=True,
+            )
+        return decoded
 
 
 def _seen(item: FalHistoryItem, since: datetime) -> Seen | None:

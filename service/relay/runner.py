@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.core import outcomes
-from service.core.backoff import Backoff
 from service.core.cost import expected_units
 from service.core.jobs import Job, JobEvent, JobState
 from service.core.ledger import FalRef, LedgerEntry, Source
@@ -32,16 +31,15 @@ from service.core.offsets import Partition
 from service.core.outcomes import Outcome
 from service.core.polling import PollSchedule, RunTimes
 from service.core.reconcile import Intent
-from service.decoding import InputPolicy, decode_request
 from service.errors import FalError, FalSubmitUnknown, FalUnavailable
 from service.logs import get_logger
 from service.messages import DEFAULT_TENANT, VideoRequest
-from service.ports import FalOutput, FalPhase, FalStatus, Inbox, VideoJobs
+from service.ports import FalOutput, FalPhase, FalStatus, VideoJobs
 from service.relay.context import JobContext, Jobs
 from service.relay.key_gate import KeyGate
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
-from service.relay.reconcile import HistoryOff, Reconciler
+from service.relay.reconcile import LostSubmits
 from service.relay.submit import Submitter
 from service.relay.tools import Tools
 from service.relay.watch import Watch, Watcher
@@ -69,9 +67,7 @@ class JobRunner:
         board: WorkBoard,
         gate: KeyGate,
         submitter: Submitter,
-        reconciler: Reconciler,
-        inbox: Inbox,
-        policy: InputPolicy,
+        lost: LostSubmits,
         watcher: Watcher,
         publisher: ResultPublisher,
         progress: ProgressReporter | None,
@@ -87,9 +83,7 @@ class JobRunner:
         self._board = board
         self._gate = gate
         self._submitter = submitter
-        self._reconciler = reconciler
-        self._inbox = inbox
-        self._policy = policy
+        self._lost = lost
         self._watcher = watcher
         self._publisher = publisher
         self._progress = progress
@@ -260,52 +254,9 @@ class JobRunner:
                     ctx.log = ctx.log.bind(fal_request_id=ref.request_id)
                     ctx.log.info("job_submitted", ledger_write_ms=round(window * 1000, 2))
                     return ref
-            adopted = await self._settle(ctx)
+            adopted = await self._lost.settle(ctx)
             if adopted is not None:
                 return adopted
-
-    async def _settle(self, ctx: JobContext) -> FalRef | None:
-        """Ask fal's history about the job's intent: its fal job, adopted and recorded; or
-        None, having made the job ready to be submitted again."""
-        assert ctx.intent is not None
-        try:
-            fal_id = await self._reconciler.settle(ctx.intent)
-        except HistoryOff:
-            if ctx.request is not None:
-                raise  # a lost answer without a history: fal_unavailable, as before
-            fal_id = None  # taken over: without a history it was always submitted again
-        if fal_id is not None:
-            ref = self._fal.ref_for(fal_id)
-            await self._submitter.record(ctx, ref)
-            ctx.log = ctx.log.bind(fal_request_id=fal_id)
-            ctx.log.info("job_adopted")
-            return ref
-        if ctx.request is None:
-            ctx.request = await self._read_again(ctx)
-        ctx.intent = None
-        self._jobs.advance(ctx.request_id, JobEvent.RESUBMIT, self._clock.now())
-        ctx.log.info("job_submitting_again")
-        return None
-
-    async def _read_again(self, ctx: JobContext) -> VideoRequest:
-        """The request's body from its record (a job taken over from its intent)."""
-        backoff = Backoff(0.5, 10.0)
-        while True:
-            try:
-                record = await self._inbox.read(ctx.part, ctx.source.offset)
-                break
-            except Exception as exc:  # Kafka cannot answer now; a hand-back cancels the wait
-                delay = backoff.next()
-                ctx.log.warning("request_read_failed", error=repr(exc), retry_in_s=delay)
-                await self._clock.sleep(delay)
-        decoded = decode_request(record.value, self._policy) if record is not None else None
-        if not isinstance(decoded, VideoRequest) or decoded.request_id != ctx.request_id:
-            raise FalUnavailable(
-                "fal's history shows no job for this request and its record can no longer be "
-                "read to submit it again",
-                retryable=True,
-            )
-        return decoded
 
     def _watch(self, ctx: JobContext, ref: FalRef) -> Watch:
         rid = ctx.request_id
