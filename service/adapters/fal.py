@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import aiohttp
 import httpx
 import stamina
+from httpx_sse import SSEError, aconnect_sse
 
 from service.core.ledger import FalRef
 from service.errors import (
@@ -135,28 +137,43 @@ class FalQueue:
 
     async def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
         """One connection: ``{status_url}/stream`` sends a ``data: <status JSON>`` event per
-        change (and keep-alive comments) and closes after COMPLETED."""
+        change (and keep-alive comments) and closes after COMPLETED.
+
+        httpx-sse parses the events, so any event shape the SSE standard allows (a JSON split
+        over several ``data:`` lines, CR line ends, ``id:``/``retry:`` fields) reads right. A
+        2xx that is not ``text/event-stream`` (a proxy's page, a server without streams) is
+        ``FalUnavailable``: the stream watcher counts it as a failed stream and, after a few,
+        polls instead."""
         url = job.status_url.rstrip("/") + "/stream"
         try:
-            async with self._http.stream(
+            async with aconnect_sse(
+                self._http,
                 "GET",
                 url,
                 params={"logs": self._logs},
-                headers={"Accept": "text/event-stream"},
                 # fal sends a keep-alive comment every 15 s; silence beyond that is a drop.
                 timeout=httpx.Timeout(30.0, read=45.0),
-            ) as response:
+            ) as source:
+                response = source.response
                 self._metrics.fal_http.labels("stream", status_class(response.status_code)).inc()
                 if not response.is_success:
                     await response.aread()
                     raise error_for(
                         "status", response.status_code, response.headers, json_body(response)
                     )
-                async for line in response.aiter_lines():
-                    if line.startswith("data:"):
-                        body = json.loads(line[5:].strip())
-                        if isinstance(body, dict):
-                            yield _status_from(body)
+                # aclosing: a caller that stops at COMPLETED closes the parser with us.
+                async with aclosing(source.aiter_sse()) as events:
+                    async for event in events:
+                        # An event with no data (only id: or retry:) carries no status.
+                        if event.data:
+                            body = event.json()
+                            if isinstance(body, dict):
+                                yield _status_from(body)
+        except SSEError as exc:
+            # httpx-sse's one error, raised before the first event when a 2xx is not an event
+            # stream. It subclasses httpx.TransportError (hence caught first), but an answer
+            # came: it is not counted as a transport error.
+            raise FalUnavailable(f"fal's status stream is not an event stream: {exc}") from None
         except httpx.HTTPError as exc:
             self._metrics.fal_http.labels("stream", "error").inc()
             raise _transport_error(exc) from None

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from service.adapters.webhooks import WebhookRejected, WebhookVerifier
 from service.logs import get_logger
@@ -38,7 +39,9 @@ class OpsServer:
 
     async def start(self, host: str, port: int) -> None:
         app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
+        # prometheus_client's own handler: the text format, or OpenMetrics when the scraper's
+        # Accept asks for it, gzip when its Accept-Encoding allows, ?name[]= to pick metrics.
+        app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)
         if self._webhooks is not None:
@@ -54,11 +57,6 @@ class OpsServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
 
     async def _livez(self, _request: web.Request) -> web.Response:
         ok = self._is_live()

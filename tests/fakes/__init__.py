@@ -369,10 +369,13 @@ class FakeFal:
 
     async def stream(self, job: FalRef) -> AsyncIterator[FalStatus]:
         """The status stream: every status a poll would see, until completion; a prompt with
-        ``drop-stream`` breaks every connection (the relay must fall back to polling)."""
+        ``drop-stream`` breaks every connection (the relay must fall back to polling);
+        ``empty-stream`` ends every connection at once without an event."""
         if "drop-stream" in self.plan[job.request_id]:
             raise FalUnavailable("stream connection reset")
         self.streams += 1
+        if "empty-stream" in self.plan[job.request_id]:
+            return
         while True:
             status = await self.status(job)
             yield status

@@ -1,17 +1,21 @@
 """The fal seam: fal's answers become job phases, outputs and our error tree.
 
-Driven through ``httpx.MockTransport``: a fake fal that answers by URL, asserting outcomes.
+Driven through ``httpx.MockTransport``: a fake fal that answers by URL, asserting outcomes. The
+status stream is read over real loopback sockets too, once per RELAY_FAL_HTTP_TRANSPORT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from service.adapters.fal import (
     FalQueue,
@@ -21,8 +25,11 @@ from service.adapters.fal import (
     retry_after_seconds,
     submit_headers,
 )
+from service.app import fal_http_client
+from service.config import load_settings
 from service.core.ledger import FalRef
 from service.errors import (
+    FalError,
     FalJobFailed,
     FalRejected,
     FalResultExpired,
@@ -31,7 +38,7 @@ from service.errors import (
     FalUnavailable,
 )
 from service.metrics import RelayMetrics
-from service.ports import FalPhase, SubmitOptions
+from service.ports import FalPhase, FalStatus, SubmitOptions
 
 BASE = "https://queue.fal.test"
 HANDLE = FalRef(
@@ -153,6 +160,242 @@ async def test_result_without_a_video_is_a_failed_job() -> None:
 async def test_cancel_of_a_finished_job_is_not_an_error() -> None:
     fal, _ = queue(lambda request: httpx.Response(400, json={"status": "ALREADY_COMPLETED"}))
     await fal.cancel(HANDLE)
+
+
+# --- the status stream (server-sent events) ---------------------------------------------------
+
+IN_QUEUE = {"status": "IN_QUEUE", "queue_position": 2, "logs": None}
+IN_PROGRESS = {
+    "status": "IN_PROGRESS",
+    "logs": [{"message": "step 1", "level": "INFO", "timestamp": "2026-11-25T12:00:00Z"}],
+}
+COMPLETED = {"status": "COMPLETED", "logs": None, "metrics": {"inference_time": 12.5}}
+EVENT_STREAM = {"Content-Type": "text/event-stream"}
+
+
+def sse(*statuses: dict[str, Any]) -> list[bytes]:
+    """Each status as fal sends it: one ``data:`` line and a blank line, a chunk each."""
+    return [f"data: {json.dumps(s)}\n\n".encode() for s in statuses]
+
+
+def streamed(
+    chunks: Iterable[bytes], *, fail_with: Exception | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A fake fal whose status stream sends ``chunks`` one by one (then ``fail_with``)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+        if fail_with is not None:
+            raise fail_with
+
+    return lambda request: httpx.Response(200, headers=EVENT_STREAM, content=body())
+
+
+async def statuses(fal: FalQueue) -> list[tuple[FalPhase, int | None]]:
+    return [(s.phase, s.queue_position) async for s in fal.stream(HANDLE)]
+
+
+async def read_into(got: list[FalPhase], stream: AsyncIterator[FalStatus]) -> None:
+    """Read a stream's phases into ``got``, which keeps them when the stream raises."""
+    async for status in stream:
+        got.append(status.phase)
+
+
+async def test_the_stream_yields_each_status_event_and_passes_over_keep_alives() -> None:
+    """Events become statuses in order, with their logs and metrics; keep-alive comments and
+    events without data (``retry:``) are not statuses. The stream is asked for with the
+    event-stream Accept header, fal's logs flag and the stream's own timeouts."""
+    seen: list[httpx.Request] = []
+    chunks = [
+        b"retry: 3000\n\n",
+        *sse(IN_QUEUE),
+        b": keep-alive\n\n",
+        *sse(IN_PROGRESS, COMPLETED),
+    ]
+    serve = streamed(chunks)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return serve(request)
+
+    fal, metrics = queue(handler)
+    phases = [s async for s in fal.stream(HANDLE)]
+    assert [(s.phase, s.queue_position) for s in phases] == [
+        (FalPhase.QUEUED, 2),
+        (FalPhase.RUNNING, None),
+        (FalPhase.COMPLETED, None),
+    ]
+    assert phases[1].logs[0].message == "step 1"
+    assert phases[2].inference_time == 12.5
+    request = seen[0]
+    assert request.url == f"{HANDLE.status_url}/stream?logs=0"
+    assert request.headers["accept"] == "text/event-stream"
+    assert request.extensions["timeout"] == {
+        "connect": 30.0,
+        "read": 45.0,
+        "write": 30.0,
+        "pool": 30.0,
+    }
+    assert calls(metrics, "stream", "2xx") == 1
+
+
+async def test_the_stream_reads_events_however_the_bytes_are_cut() -> None:
+    """An event split over chunks, a JSON object split over ``data:`` lines and CRLF line ends
+    are all the same status event to the SSE standard."""
+    queued, completed = json.dumps(IN_QUEUE), json.dumps(COMPLETED)
+    half = len(queued) // 2
+    chunks = [
+        f"data: {queued[:half]}".encode(),
+        f"{queued[half:]}\n".encode(),
+        b"\n",
+        b'data: {"status":\r\ndata: "IN_PROGRESS"}\r\n\r\n',
+        f"data:{completed}\r\n\r\n".encode(),
+    ]
+    fal, _ = queue(streamed(chunks))
+    assert await statuses(fal) == [
+        (FalPhase.QUEUED, 2),
+        (FalPhase.RUNNING, None),
+        (FalPhase.COMPLETED, None),
+    ]
+
+
+async def test_a_stream_that_is_not_an_event_stream_is_fal_unavailable() -> None:
+    """A 2xx that is not ``text/event-stream`` (a proxy's page, the plain status) is not read
+    as events: it is a retryable ``FalUnavailable`` naming what came, so the stream watcher
+    counts a failed stream and falls back to polling. The answer itself was a 2xx."""
+    fal, metrics = queue(lambda request: httpx.Response(200, json=COMPLETED))
+    with pytest.raises(FalUnavailable, match="application/json") as caught:
+        await statuses(fal)
+    assert caught.value.retryable is True
+    assert (calls(metrics, "stream", "2xx"), calls(metrics, "stream", "error")) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "retryable"),
+    [
+        (404, {"detail": "Request not found"}, FalResultExpired, False),
+        (401, {"detail": "No key"}, FalUnauthorized, False),
+        (503, "upstream connect error", FalUnavailable, True),
+    ],
+)
+async def test_a_refused_stream_is_translated_like_a_status_call(
+    status: int, body: Any, error: type[FalError], retryable: bool
+) -> None:
+    """A non-2xx answer to the stream goes through the same translation as a status call
+    (our error and its retryable flag), counted by its status class; it is not retried here:
+    the stream watcher decides."""
+    content = {"json": body} if isinstance(body, dict) else {"text": body}
+    fal, metrics = queue(lambda request: httpx.Response(status, **content))
+    with pytest.raises(error) as caught:
+        await statuses(fal)
+    assert caught.value.retryable is retryable
+    assert calls(metrics, "stream", f"{status // 100}xx") == 1
+
+
+async def test_a_stream_that_drops_or_sends_garbage_is_fal_unavailable() -> None:
+    """The statuses before a drop are kept; the drop (a read timeout: no keep-alive within
+    45 s) and an event that is not JSON are both ``FalUnavailable``."""
+    fal, metrics = queue(streamed(sse(IN_QUEUE), fail_with=httpx.ReadTimeout("silence")))
+    got: list[FalPhase] = []
+    with pytest.raises(FalUnavailable, match="ReadTimeout"):
+        await read_into(got, fal.stream(HANDLE))
+    assert got == [FalPhase.QUEUED]
+    assert calls(metrics, "stream", "error") == 1
+
+    fal, _ = queue(streamed([b"data: <html>\n\n"]))
+    with pytest.raises(FalUnavailable, match="not JSON"):
+        await statuses(fal)
+
+
+# The same stream over real sockets, through the client production builds for each transport.
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """fal's status stream: events as separate writes, a keep-alive, closed after COMPLETED."""
+    response = web.StreamResponse(headers=EVENT_STREAM)
+    await response.prepare(request)
+    for chunk in [*sse(IN_QUEUE, IN_PROGRESS), b": keep-alive\n\n", *sse(COMPLETED)]:
+        await response.write(chunk)
+        await asyncio.sleep(0)
+    await response.write_eof()
+    return response
+
+
+async def _dropped(request: web.Request) -> web.StreamResponse:
+    """One event, then the connection is cut mid-body."""
+    response = web.StreamResponse(headers=EVENT_STREAM)
+    await response.prepare(request)
+    await response.write(sse(IN_QUEUE)[0])
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
+async def _plain(_request: web.Request) -> web.Response:
+    return web.json_response(COMPLETED)
+
+
+async def _gone(_request: web.Request) -> web.Response:
+    return web.json_response({"detail": "Request not found"}, status=404)
+
+
+@asynccontextmanager
+async def fal_over(transport: str) -> AsyncIterator[tuple[FalQueue, str]]:
+    """A local server with fal's status streams, and a ``FalQueue`` on ``transport`` for it
+    (the client built as production builds it), with the server's base URL."""
+    app = web.Application()
+    for job_id, handler in {
+        "events": _events,
+        "dropped": _dropped,
+        "plain": _plain,
+        "gone": _gone,
+    }.items():
+        app.router.add_get(f"/fal-ai/lynx/requests/{job_id}/status/stream", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    base = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    settings = load_settings(
+        {"FAL_KEY": "k", "RELAY_WATCH_MODE": "stream", "RELAY_FAL_HTTP_TRANSPORT": transport}
+    )
+    try:
+        async with fal_http_client(settings) as http:
+            yield (
+                FalQueue(http, base_url=base, endpoint="fal-ai/lynx", metrics=RelayMetrics()),
+                base,
+            )
+    finally:
+        await runner.cleanup()
+
+
+def job_at(base: str, job_id: str) -> FalRef:
+    url = f"{base}/fal-ai/lynx/requests/{job_id}"
+    return FalRef(
+        request_id=job_id, status_url=f"{url}/status", response_url=url, cancel_url=f"{url}/cancel"
+    )
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_the_stream_reads_the_same_over_either_transport(transport: str) -> None:
+    """Over real sockets, with RELAY_FAL_HTTP_TRANSPORT=aiohttp or httpx: the events arrive as
+    statuses; a cut connection, a 2xx that is not an event stream and a 404 become our
+    errors, never the transport's own."""
+    async with fal_over(transport) as (fal, base):
+        phases = [s.phase async for s in fal.stream(job_at(base, "events"))]
+        assert phases == [FalPhase.QUEUED, FalPhase.RUNNING, FalPhase.COMPLETED]
+
+        got: list[FalPhase] = []
+        with pytest.raises(FalUnavailable):
+            await read_into(got, fal.stream(job_at(base, "dropped")))
+        assert got == [FalPhase.QUEUED]
+
+        with pytest.raises(FalUnavailable, match="not an event stream"):
+            [s async for s in fal.stream(job_at(base, "plain"))]
+        with pytest.raises(FalResultExpired):
+            [s async for s in fal.stream(job_at(base, "gone"))]
 
 
 MODEL = {"x-fal-request-id": "f-1"}

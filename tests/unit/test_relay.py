@@ -381,13 +381,17 @@ async def test_stream_mode_watches_through_the_stream_and_falls_back_to_polling(
     inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
     inbox.append(0, request("streamed", "polls=3"))
     inbox.append(0, request("dropped", "polls=3 drop-stream"))
+    inbox.append(0, request("empty", "polls=3 empty-stream"))
     async with running(inbox, outbox, fal, watch_mode="stream"):
-        await outbox.wait_for(results=2)
+        await outbox.wait_for(results=3)
     assert {e.request_id: e.status for e in outbox.results} == {
         "streamed": "succeeded",
         "dropped": "succeeded",
+        "empty": "succeeded",
     }
-    assert fal.streams == 1
+    # One stream for "streamed"; three that ended at once for "empty" (each a failure, so
+    # not reconnected to in a loop), then it was polled.
+    assert fal.streams == 1 + 3
 
 
 async def test_webhook_mode_takes_the_result_from_the_webhook_and_polls_as_a_safety_net() -> None:

@@ -1,5 +1,6 @@
 """fal's status stream: one connection per job, reconnecting when it drops; after three
-failures in a row the job is polled instead."""
+failures in a row the job is polled instead. A stream that ends before the job did counts as
+a failure too: otherwise a server that closes at once would be reconnected to in a hot loop."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ class StreamWatcher:
                     backoff.reset()
                     if job.note(status):
                         return status
+                error = "the stream ended before the job did"
             except FalError as exc:
-                failures += 1
-                job.log.warning("fal_stream_dropped", error=exc.message, failures=failures)
-                await self._clock.sleep(backoff.next())
+                error = exc.message
+            failures += 1
+            job.log.warning("fal_stream_dropped", error=error, failures=failures)
+            await self._clock.sleep(backoff.next())
         job.log.warning("fal_stream_unusable_polling_instead")
         return None
