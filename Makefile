@@ -7,12 +7,14 @@ DEMO_KAFKA_DIR ?= $(HOME)/.cache/lynx-relay/demo-kafka
 
 .PHONY: setup lint test unit demo schemas
 
-setup:  ## install uv if missing, the locked environment, and the Kafka jars
+setup:  ## install uv if missing, the locked environment, the Kafka jars, the AsyncAPI parser
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 	  || python3 -m pip install --quiet uv
 	$(UV) sync --locked
 	scripts/kafka fetch
 	scripts/prometheus fetch
+	@# Node 20+: the AsyncAPI project's parser checks schemas/asyncapi.json in the tests.
+	npm ci --prefix tools/asyncapi-check --no-audit --no-fund
 
 lint: setup  ## ruff, mypy --strict, import contracts, schemas up to date
 	$(UV) run ruff check .

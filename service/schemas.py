@@ -1,4 +1,5 @@
-"""JSON Schemas of the wire messages, generated from ``service.messages`` into ``schemas/``.
+"""JSON Schemas of the wire messages, generated from ``service.messages`` into ``schemas/``,
+and the AsyncAPI document of the topics (``service.asyncapi``) next to them.
 
 The checked-in files are what upstream teams read; a test fails when they drift from the
 models, and ``lynx-relay schemas`` rewrites them.
@@ -10,12 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service.asyncapi import FILE_NAME as ASYNCAPI_FILE
+from service.asyncapi import asyncapi_document
 from service.messages import CancelRequest, ProgressEvent, ResultEvent, VideoRequest
 
 _SCHEMA_BASE = "urn:lynx-relay:schemas:v1:"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
+    """Every file of ``schemas/`` by name: the JSON Schemas and the AsyncAPI document."""
     out = {}
     for name, schema in (
         ("request.schema.json", VideoRequest.model_json_schema(mode="validation")),
@@ -28,10 +32,12 @@ def schemas() -> dict[str, dict[str, Any]]:
             "$id": _SCHEMA_BASE + name,
             **schema,
         }
+    out[ASYNCAPI_FILE] = asyncapi_document()
     return out
 
 
-def _render(schema: dict[str, Any]) -> str:
+def render(schema: dict[str, Any]) -> str:
+    """A file's exact text: what is written, and what the check compares."""
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
@@ -40,7 +46,7 @@ def write_schemas(folder: Path) -> list[Path]:
     written = []
     for name, schema in schemas().items():
         path = folder / name
-        path.write_text(_render(schema))
+        path.write_text(render(schema))
         written.append(path)
     return written
 
@@ -50,5 +56,5 @@ def check_schemas(folder: Path) -> list[str]:
     return [
         name
         for name, schema in schemas().items()
-        if not (folder / name).is_file() or (folder / name).read_text() != _render(schema)
+        if not (folder / name).is_file() or (folder / name).read_text() != render(schema)
     ]

@@ -58,4 +58,5 @@ def test_both_schemas_are_generated() -> None:
         "cancel.schema.json",
         "result-event.schema.json",
         "progress-event.schema.json",
+        "asyncapi.json",  # the topics' AsyncAPI document (tests/unit/test_asyncapi.py)
     }
