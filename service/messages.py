@@ -102,8 +102,10 @@ class LynxInput(BaseModel):
         raise ValueError("must be an https URL or a data:image/...;base64, URI")
 
     def to_fal_arguments(self) -> dict[str, Any]:
-        """The body fal receives: only the fields the request set."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The body fal receives: only the fields the request set to a value. A null is left
+        out: fal's schema takes null for ``seed`` only (where it means what leaving it out
+        means), so a null sent as such would be refused (422) for any other field."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
 
     @property
     def shape(self) -> str:
