@@ -67,11 +67,11 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-async def read_spend(settings: Settings, since: datetime, until: datetime) -> dict[str, Spent]:
-    """Spend per tenant in ``[since, until)``, from the job ledger's finished entries (what
-    ``lynx-relay spend`` prints); the ledger keeps RELAY_DEDUPE_RETENTION_S of them."""
+async def read_ledger(settings: Settings, reader: str) -> LedgerView:
+    """The job ledger as a replica would hold it at start (for the CLI's ``spend`` and
+    ``requests show``); it keeps RELAY_DEDUPE_RETENTION_S of finished entries."""
     view = LedgerView(timedelta(seconds=settings.relay_dedupe_retention_s))
-    ledger = KafkaLedger(settings, view, writer="lynx-relay spend")
+    ledger = KafkaLedger(settings, view, writer=reader)
     try:
         # Wall-clock on purpose: a bound on reading the ledger from a command line.
         async with asyncio.timeout(STARTUP_TIMEOUT_S * 4):
@@ -84,6 +84,13 @@ async def read_spend(settings: Settings, since: datetime, until: datetime) -> di
         ) from None
     finally:
         await ledger.stop()
+    return view
+
+
+async def read_spend(settings: Settings, since: datetime, until: datetime) -> dict[str, Spent]:
+    """Spend per tenant in ``[since, until)``, from the job ledger's finished entries (what
+    ``lynx-relay spend`` prints)."""
+    view = await read_ledger(settings, "lynx-relay spend")
     return spend_between(
         ((e.tenant, e.at, e.units, e.amount) for e in view.finished()), since, until
     )

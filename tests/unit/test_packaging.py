@@ -41,7 +41,7 @@ def test_the_wheel_holds_no_emulator_module(tmp_path: Path) -> None:
     assert modules, "the wheel holds no module at all"
     assert all(name.startswith("service/") for name in modules), modules
     assert [name for name in modules if "emulator" in name or "demo" in name] == []
-    assert "service/cli.py" in modules
+    assert "service/cli/__init__.py" in modules
     assert "lynx-relay" in entry_points
     assert "fal-emulator" not in entry_points
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
