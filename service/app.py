@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from aiokafka.errors import KafkaError
@@ -22,11 +23,13 @@ from httpx_aiohttp import AiohttpTransport
 
 from service.adapters.clock import SystemClock
 from service.adapters.fal import FalQueue, parse_webhook
+from service.adapters.fal_files import FalFiles
 from service.adapters.fal_history import FalRequestHistory
 from service.adapters.fal_pricing import FalPricing
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
 from service.adapters.kafka_client import KafkaRefused, ensure_topics, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
+from service.adapters.object_store import ObjectStoreOutput
 from service.adapters.ops_http import OpsServer
 from service.adapters.webhooks import WebhookVerifier
 from service.config import Settings, is_local_url
@@ -36,6 +39,7 @@ from service.core.polling import PollSchedule
 from service.logs import get_logger
 from service.metrics import RelayMetrics
 from service.relay import Relay, RelayConfig
+from service.relay.storage import KeepConfig
 
 STARTUP_TIMEOUT_S = 30.0
 _LIVENESS_STALE_S = 60.0
@@ -96,6 +100,22 @@ async def read_spend(settings: Settings, since: datetime, until: datetime) -> di
     )
 
 
+def keep_config(s: Settings) -> KeepConfig | None:
+    """Output storage as the relay is told it; None when RELAY_OUTPUT_URL is unset."""
+    if s.relay_output_url is None:
+        return None
+    return KeepConfig(
+        prefix=urlsplit(s.relay_output_url).path,
+        key_template=s.relay_output_key_template,
+        event_url=s.relay_output_event_url,
+        presign_ttl_s=s.relay_output_presign_ttl_s,
+        max_copies=s.relay_output_max_copies,
+        retry_window_s=s.relay_output_retry_s,
+        on_failure=s.relay_output_on_failure,
+        delete_at_fal=s.relay_fal_delete_after_copy,
+    )
+
+
 class RelayService:
     """One relay process. ``run()`` returns after a clean shutdown (``stop()``)."""
 
@@ -146,6 +166,25 @@ class RelayService:
             and not self._stop.is_set()
         )
 
+    async def _output_storage(
+        self, stack: contextlib.AsyncExitStack, http: httpx.AsyncClient
+    ) -> tuple[ObjectStoreOutput | None, FalFiles | None]:
+        """The output store and fal's files, when RELAY_OUTPUT_URL is set."""
+        s = self.settings
+        if s.relay_output_url is None:
+            return None, None
+        store = ObjectStoreOutput(
+            s.relay_output_url,
+            endpoint_url=s.relay_output_endpoint_url,
+            region=s.relay_output_region,
+            part_mib=s.relay_output_part_mib,
+        )
+        # fal's CDN gets a client without our fal key (the video's URL is public).
+        cdn = await stack.enter_async_context(
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=s.relay_output_max_copies * 2))
+        )
+        return store, FalFiles(cdn, http, api_url=s.fal_api_url, metrics=self.metrics)
+
     async def run(self) -> None:
         s = self.settings
         clock = self._clock
@@ -159,7 +198,10 @@ class RelayService:
                 metrics=self.metrics,
                 webhook_url=s.relay_webhook_url if webhook_mode else None,
                 with_logs=s.relay_progress_topic is not None,
+                output_ttl_s=s.relay_fal_output_ttl_s,
+                store_io=s.relay_fal_store_io,
             )
+            store, files = await self._output_storage(stack, http)
             webhooks = None
             if webhook_mode:
                 # Keys are fetched without our fal key: the JWKS is public.
@@ -227,7 +269,10 @@ class RelayService:
                     reconcile_skew=s.relay_reconcile_skew_s,
                     fallback_unit_price=s.relay_price_per_video_second,
                     budget_pace=s.relay_budget_pace_s,
+                    output=keep_config(s),
                 ),
+                store=store,
+                files=files,
                 history=FalRequestHistory(
                     http, api_url=s.fal_api_url, endpoint=s.fal_endpoint, metrics=self.metrics
                 ),

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.core.storage import template_problems
 from service.decoding import InputPolicy
 from service.errors import SettingsError
 from service.tenants import Tenants, load_tenants
@@ -115,6 +116,23 @@ class Settings(BaseSettings):
     relay_budget_pace_s: float = Field(default=1.0, ge=0, le=3600)
     # The daily budget's period: 86400 is the UTC day; shorter for short-period budgets.
     relay_budget_day_s: float = Field(default=86_400.0, ge=1, le=86_400)
+    # Output storage (README "Output storage"): unset keeps fal's URLs. Credentials come from
+    # the store's standard chain (AWS_* variables, IRSA's web identity, instance metadata).
+    relay_output_url: str | None = Field(default=None, pattern=r"^(s3|s3a|gs|az|abfs)://[^/\s]+")
+    relay_output_endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
+    relay_output_region: str | None = None
+    relay_output_key_template: str = "{tenant}/{request_id}.mp4"
+    relay_output_event_url: Literal["object", "presigned"] = "object"
+    relay_output_presign_ttl_s: int = Field(default=7 * 86_400, ge=60, le=7 * 86_400)
+    relay_output_max_copies: int = Field(default=4, ge=1, le=256)
+    relay_output_part_mib: int = Field(default=8, ge=5, le=512)
+    relay_output_retry_s: float = Field(default=600.0, ge=0, le=7 * 86_400)
+    relay_output_on_failure: Literal["fail", "fal_url"] = "fail"
+    # fal's own copies: their lifetime, whether to delete them once copied, whether fal keeps
+    # the request's JSON payloads at all.
+    relay_fal_output_ttl_s: int | None = Field(default=None, ge=60, le=10 * 365 * 86_400)
+    relay_fal_delete_after_copy: bool = False
+    relay_fal_store_io: bool = True
 
     @field_validator(
         "fal_key",
@@ -133,6 +151,10 @@ class Settings(BaseSettings):
         "relay_image_url_allowed_hosts",
         "relay_tenants_file",
         "relay_fal_concurrency",
+        "relay_output_url",
+        "relay_output_endpoint_url",
+        "relay_output_region",
+        "relay_fal_output_ttl_s",
         mode="before",
     )
     @classmethod
@@ -172,6 +194,11 @@ class Settings(BaseSettings):
             )
         if self.fal_key is None and not is_local_url(self.fal_queue_url):
             raise ValueError("FAL_KEY is required unless FAL_QUEUE_URL is a local emulator")
+        problem = template_problems(self.relay_output_key_template)
+        if problem:
+            raise ValueError(f"RELAY_OUTPUT_KEY_TEMPLATE: {problem}")
+        if self.relay_fal_delete_after_copy and self.relay_output_url is None:
+            raise ValueError("RELAY_FAL_DELETE_AFTER_COPY needs RELAY_OUTPUT_URL (a copy first)")
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):

@@ -14,6 +14,8 @@ at the seam that meets them, so the relay decides on ``code`` and ``retryable`` 
     |   +-- FalHistoryRefused       fal_rejected     no   (fal's request history cannot answer:
     |       |                                              4xx other than 401/403/408/429)
     |       +-- FalHistoryIncomplete fal_rejected    no   (more pages than the caller allowed)
+    +-- StorageError                storage_failed   per cause (the output store refused or failed;
+    |                                                      5xx, timeouts and resets are retryable)
     +-- SettingsError                                     (bad configuration; exit code 2)
 
 ``code`` is the error code of the contract's result event; ``details`` is fal's own detail
@@ -105,3 +107,11 @@ class FalHistoryIncomplete(FalHistoryRefused):
 
 class SettingsError(RelayError):
     """A setting is missing or has a bad value; the message names the variable."""
+
+
+class StorageError(RelayError):
+    """Copying a video to the output store failed (RELAY_OUTPUT_URL): the store refused
+    (credentials, bucket) or failed (5xx, a reset), or the copy did not verify."""
+
+    code = "storage_failed"
+    default_retryable = True

@@ -202,6 +202,10 @@ class Video(BaseModel):
     fps: int | float | None = None
     duration: int | float | None = None
     num_frames: int | None = None
+    # With output storage (RELAY_OUTPUT_URL): ``url`` is the stored copy (or a presigned URL of
+    # it), ``fal_url`` fal's own file, ``sha256`` the hex digest of the bytes copied.
+    fal_url: str | None = None
+    sha256: str | None = None
 
 
 # The contract's error codes, in one place: the error tree (``service.errors``) names its
@@ -217,6 +221,7 @@ ErrorCode = Literal[
     "internal_error",
     "cancelled",
     "budget_exceeded",
+    "storage_failed",
 ]
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 

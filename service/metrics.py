@@ -265,7 +265,40 @@ class RelayMetrics:
             "fal_unavailable.",
             registry=r,
         )
+        self._output_metrics(r, p)
         zero_series(self)
+
+    def _output_metrics(self, r: CollectorRegistry, p: str) -> None:
+        """Output storage (RELAY_OUTPUT_URL) and fal's copies."""
+        self.output_copies = Counter(
+            p + "output_copies",
+            "Copies of videos to output storage (RELAY_OUTPUT_URL): stored (verified), retried "
+            "(an attempt failed, tried again), failed (given up: storage_failed), kept_fal_url "
+            "(given up, fal's URL published: RELAY_OUTPUT_ON_FAILURE=fal_url).",
+            ["outcome"],
+            registry=r,
+        )
+        self.output_copies_running = Gauge(
+            p + "output_copies_running",
+            "Copies streaming now (at most RELAY_OUTPUT_MAX_COPIES).",
+            registry=r,
+        )
+        self.output_bytes = Counter(
+            p + "output_bytes", "Bytes of video copied to output storage and verified.", registry=r
+        )
+        self.output_copy_seconds = Histogram(
+            p + "output_copy_seconds",
+            "Seconds from a job's end at fal until its video was stored, retries included.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.fal_payload_deletes = Counter(
+            p + "fal_payload_deletes",
+            "fal's copies deleted after a verified copy (RELAY_FAL_DELETE_AFTER_COPY): deleted, "
+            "failed (left to their lifetime).",
+            ["outcome"],
+            registry=r,
+        )
 
 
 # Label values, from the vocabularies they name (so a new reason or code has a series at once).
@@ -275,10 +308,23 @@ RESULT_SERIES = (
     *(("failed", code) for code in ERROR_CODES if code != "cancelled"),
     ("cancelled", "cancelled"),
 )
-FAL_ENDPOINTS = ("submit", "status", "stream", "result", "cancel", "history", "pricing")
+
+
+FAL_ENDPOINTS = (
+    "submit",
+    "status",
+    "stream",
+    "result",
+    "cancel",
+    "history",
+    "pricing",
+    "file",
+    "payloads",
+)
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "error")
 TOPIC_KINDS = ("results", "dead_letter", "ledger")
 RECONCILE_OUTCOMES = ("adopted", "submitted_again", "given_up")
+COPY_OUTCOMES = ("stored", "retried", "failed", "kept_fal_url")
 
 
 def zero_series(metrics: RelayMetrics) -> None:
@@ -293,6 +339,10 @@ def zero_series(metrics: RelayMetrics) -> None:
             metrics.fal_http.labels(endpoint, cls)
     for outcome in RECONCILE_OUTCOMES:
         metrics.reconciliations.labels(outcome)
+    for outcome in COPY_OUTCOMES:
+        metrics.output_copies.labels(outcome)
+    for outcome in ("deleted", "failed"):
+        metrics.fal_payload_deletes.labels(outcome)
     for kind in TOPIC_KINDS:
         metrics.publish_failures.labels(kind)
         metrics.kafka_writes_failing.labels(kind).set(0)

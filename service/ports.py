@@ -226,3 +226,52 @@ class Clock(Protocol):
     ) -> set[asyncio.Future[Any]]:
         """Wait until ``tasks`` are done or ``within`` seconds passed (None: no limit); the
         ones still pending. The tasks are not cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What the output store says of an object it holds."""
+
+    size: int
+    etag: str | None = (
+        None  # the store's entity tag, quotes removed (S3: an MD5 or a multipart one)
+    )
+
+
+class OutputStore(Protocol):
+    """The user's object storage for videos (RELAY_OUTPUT_URL). Methods raise
+    ``service.errors.StorageError`` (``retryable`` per cause)."""
+
+    part_size: int  # the bytes of each part of a multipart upload (the last may be fewer)
+
+    async def put(
+        self, key: str, chunks: AsyncIterator[bytes], content_type: str | None
+    ) -> StoredObject:
+        """Stream ``chunks`` into the object ``key`` (written whole or not at all); never
+        holds more than a few parts in memory."""
+
+    async def head(self, key: str) -> StoredObject | None:
+        """The object as stored, or None if there is none."""
+
+    def url_for(self, key: str) -> str:
+        """The object's URL (``s3://bucket/key`` and the like)."""
+
+    async def presigned(self, key: str, ttl_s: int) -> str:
+        """A URL anyone may GET the object with, for ``ttl_s`` seconds."""
+
+
+class Download(Protocol):
+    size: int | None  # the length the server announced, if it did
+    content_type: str | None
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class VideoFiles(Protocol):
+    """fal's output files (its CDN). Raises ``service.errors.FalError`` subclasses:
+    ``FalResultExpired`` once the file is gone, ``FalUnavailable`` for what may pass."""
+
+    def download(self, url: str) -> AbstractAsyncContextManager[Download]: ...
+
+    async def delete_payloads(self, fal_request_id: str) -> None:
+        """Have fal delete the request's stored input and output files (its Platform API)."""

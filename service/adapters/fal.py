@@ -69,8 +69,19 @@ class FalQueue:
         retry_timeout: float = 60.0,
         webhook_url: str | None = None,
         with_logs: bool = False,
+        output_ttl_s: int | None = None,
+        store_io: bool = True,
     ) -> None:
         self._http = http
+        # What fal keeps of every job: its output files' lifetime, and whether it stores the
+        # request's JSON payloads at all (README "Output storage").
+        self._storage_headers: dict[str, str] = {}
+        if output_ttl_s is not None:
+            self._storage_headers["X-Fal-Object-Lifecycle-Preference"] = json.dumps(
+                {"expiration_duration_seconds": output_ttl_s}
+            )
+        if not store_io:
+            self._storage_headers["X-Fal-Store-IO"] = "0"
         # fal's log lines are asked for only when someone reads them (progress events).
         self._logs = "1" if with_logs else "0"
         self._submit_url = f"{base_url.rstrip('/')}/{endpoint.strip('/')}"
@@ -87,7 +98,7 @@ class FalQueue:
     async def submit(
         self, arguments: Mapping[str, Any], options: SubmitOptions | None = None
     ) -> FalRef:
-        headers = submit_headers(options)
+        headers = {**submit_headers(options), **self._storage_headers}
         try:
             async for attempt in stamina.retry_context(
                 on=_not_sent, attempts=self._attempts, timeout=self._retry_timeout

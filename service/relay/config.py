@@ -7,6 +7,7 @@ from typing import Literal
 
 from service.core.polling import PollSchedule
 from service.decoding import DEFAULT_POLICY, InputPolicy
+from service.relay.storage import KeepConfig
 from service.tenants import Tenants
 
 
@@ -45,6 +46,7 @@ class RelayConfig:
     fallback_unit_price: float = 0.60
     budget_pace: float = 1.0  # a budgeted tenant's starts per replica: one per this long
     price_refresh: float = 3600.0
+    output: KeepConfig | None = None  # output storage (RELAY_OUTPUT_URL); None: off
 
     @property
     def max_unfinished(self) -> int:

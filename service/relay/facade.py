@@ -26,6 +26,8 @@ from service.ports import (
     Inbox,
     LedgerFeed,
     Outbox,
+    OutputStore,
+    VideoFiles,
     VideoJobs,
 )
 from service.relay.backlog import Backlog
@@ -44,6 +46,7 @@ from service.relay.reconcile import LostSubmits, Reconciler
 from service.relay.records import RecordHandler
 from service.relay.rejects import RejectHandler
 from service.relay.runner import JobRunner
+from service.relay.storage import VideoKeeper
 from service.relay.submit import Submitter
 from service.relay.tools import Tools
 from service.relay.watch.modes import watcher_for
@@ -65,6 +68,8 @@ class Relay:
         config: RelayConfig,
         history: FalHistory | None = None,
         pricing: FalPricing | None = None,
+        store: OutputStore | None = None,
+        files: VideoFiles | None = None,
     ) -> None:
         tools = Tools(clock, metrics, get_logger())
         self._log, self._view = tools.log, view
@@ -151,6 +156,9 @@ class Relay:
                 price=prices.current,
                 tenant_label=config.tenants.label,
             ),
+            keeper=VideoKeeper(tools, files=files, store=store, config=config.output)
+            if config.output is not None and store is not None and files is not None
+            else None,
             progress=progress if config.progress else None,
             run_times=self._run_times,
             poll=config.poll,

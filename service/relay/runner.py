@@ -40,6 +40,7 @@ from service.relay.key_gate import KeyGate
 from service.relay.progress import ProgressReporter
 from service.relay.publish import ResultPublisher
 from service.relay.reconcile import LostSubmits
+from service.relay.storage import VideoKeeper
 from service.relay.submit import Submitter
 from service.relay.tools import Tools
 from service.relay.watch import Watch, Watcher
@@ -70,6 +71,7 @@ class JobRunner:
         lost: LostSubmits,
         watcher: Watcher,
         publisher: ResultPublisher,
+        keeper: VideoKeeper | None,
         progress: ProgressReporter | None,
         run_times: RunTimes,
         poll: PollSchedule,
@@ -86,6 +88,7 @@ class JobRunner:
         self._lost = lost
         self._watcher = watcher
         self._publisher = publisher
+        self._keeper = keeper
         self._progress = progress
         self._clock = tools.clock
         self._metrics = tools.metrics
@@ -180,6 +183,11 @@ class JobRunner:
         try:
             try:
                 outcome = await self._drive(ctx)
+                if outcome.status == "succeeded" and self._keeper is not None:
+                    # Before the result and the finished entry: a crash here is resumed,
+                    # and the copy made again, never the job (``relay.storage``).
+                    fal_id = self._jobs.job(ctx.request_id).fal_request_id or ""
+                    outcome = await self._keeper.keep(ctx, fal_id, outcome)
             except _HandedBack:
                 self._jobs.release(ctx.request_id)
                 return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from service.errors import (
     FalHistoryRefused,
     FalJobFailed,
     FalRejected,
+    FalResultExpired,
     FalSubmitUnknown,
     FalUnauthorized,
     FalUnavailable,
+    StorageError,
 )
 from service.messages import ProgressEvent, ResultEvent
 from service.ports import (
@@ -33,6 +36,7 @@ from service.ports import (
     FalPhase,
     FalStatus,
     InboundRecord,
+    StoredObject,
     SubmitOptions,
 )
 
@@ -454,3 +458,107 @@ class FakePricing:
         if self.unit_price is None:
             raise FalHistoryRefused("fal answered 404 to pricing", status_code=404)
         return Price(self.unit_price, from_fal=True)
+
+
+def video_bytes(url: str, size: int) -> bytes:
+    """The bytes ``FakeVideoFiles`` serves for ``url``: its own, so a mix-up shows."""
+    pattern = f"<{url}>".encode()
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+class FakeVideoFiles:
+    """fal's CDN and payload deletes: ``size`` bytes per video, in ``chunk`` pieces.
+    ``fail_downloads`` fail with FalUnavailable (then succeed); ``gone`` URLs are expired;
+    ``short`` URLs announce more bytes than they send."""
+
+    def __init__(self, size: int = 10_000, chunk: int = 1_000) -> None:
+        self.size = size
+        self.chunk = chunk
+        self.fail_downloads = 0
+        self.gone: set[str] = set()
+        self.short: set[str] = set()
+        self.downloads: list[str] = []
+        self.deleted: list[str] = []
+        self.events: list[tuple[str, str]] = []  # ("download"|"delete", id or url), in order
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[Any]:
+        await asyncio.sleep(0)
+        self.downloads.append(url)
+        self.events.append(("download", url))
+        if url in self.gone:
+            raise FalResultExpired(f"gone: {url}")
+        if self.fail_downloads:
+            self.fail_downloads -= 1
+            raise FalUnavailable("CDN hiccup")
+        body = video_bytes(url, self.size)
+        sent = body[: len(body) // 2] if url in self.short else body
+        chunk = self.chunk
+
+        class _Download:
+            size = len(body)
+            content_type = "video/mp4"
+
+            async def chunks(self) -> AsyncIterator[bytes]:
+                for i in range(0, len(sent), chunk):
+                    await asyncio.sleep(0)
+                    yield sent[i : i + chunk]
+
+        yield _Download()
+
+    async def delete_payloads(self, fal_request_id: str) -> None:
+        await asyncio.sleep(0)
+        self.deleted.append(fal_request_id)
+        self.events.append(("delete", fal_request_id))
+
+
+class FakeOutputStore:
+    """An in-memory bucket with S3's ETags (MD5, or multipart MD5 of ``part_size`` parts).
+    ``fail_puts`` fail (retryable) then succeed; ``refuse`` makes every call a refusal;
+    ``peak_held`` is the most bytes one put ever held at once (it buffers one part)."""
+
+    def __init__(self, part_size: int = 4_096) -> None:
+        self.part_size = part_size
+        self.objects: dict[str, bytes] = {}
+        self.fail_puts = 0
+        self.refuse = False
+        self.peak_held = 0
+        self.events: list[str] = []
+
+    async def put(
+        self, key: str, chunks: AsyncIterator[bytes], content_type: str | None
+    ) -> StoredObject:
+        if self.refuse:
+            raise StorageError("put: PermissionDeniedError", retryable=False)
+        parts: list[bytes] = []
+        held = b""
+        async for chunk in chunks:
+            held += chunk
+            self.peak_held = max(self.peak_held, len(held))
+            while len(held) >= self.part_size:
+                parts.append(held[: self.part_size])
+                held = held[self.part_size :]
+        if held or not parts:
+            parts.append(held)
+        if self.fail_puts:
+            self.fail_puts -= 1
+            raise StorageError("put: GenericError: connection refused")
+        body = b"".join(parts)
+        self.objects[key] = body
+        self.events.append(key)
+        if len(parts) == 1:
+            etag = hashlib.md5(body).hexdigest()  # noqa: S324
+        else:
+            joined = b"".join(hashlib.md5(p).digest() for p in parts)  # noqa: S324
+            etag = f"{hashlib.md5(joined).hexdigest()}-{len(parts)}"  # noqa: S324
+        return StoredObject(size=-1, etag=etag)
+
+    async def head(self, key: str) -> StoredObject | None:
+        body = self.objects.get(key)
+        return None if body is None else StoredObject(size=len(body))
+
+    def url_for(self, key: str) -> str:
+        return f"s3://bucket/{key}"
+
+    async def presigned(self, key: str, ttl_s: int) -> str:
+        return f"https://bucket.example/{key}?ttl={ttl_s}"

@@ -20,7 +20,14 @@ from service.core.offsets import Partition
 from service.core.polling import PollSchedule
 from service.messages import VideoRequest
 from service.metrics import RelayMetrics
-from service.ports import FalOutput, FalPhase, FalStatus, SubmitOptions
+from service.ports import (
+    FalOutput,
+    FalPhase,
+    FalStatus,
+    OutputStore,
+    SubmitOptions,
+    VideoFiles,
+)
 from service.relay import Relay, RelayConfig
 from service.tenants import TenantPolicy, Tenants
 from tests.fakes import (
@@ -51,6 +58,8 @@ async def running(
     metrics: RelayMetrics | None = None,
     history: FakeHistory | None = None,
     pricing: FakePricing | None = None,
+    store: OutputStore | None = None,
+    files: VideoFiles | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Relay]:
     """A relay over the fakes; ``ledger`` is what a previous process left in the ledger, read
@@ -72,6 +81,8 @@ async def running(
         config=RelayConfig(max_in_flight=limit, poll=PollSchedule(0.01, 0.05), **cfg),
         history=history,
         pricing=pricing,
+        store=store,
+        files=files,
     )
     task = asyncio.create_task(relay.run())
     try:
