@@ -277,6 +277,45 @@ SCENARIOS: dict[str, Values] = {
             "extraEgress": [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}],
         }
     },
+    # Output storage on an S3-compatible store in the cluster (MinIO): keys from a Secret,
+    # egress to the endpoint's own port and namespace only.
+    "output-s3-compatible": {
+        "config": {
+            "output": {
+                "url": "s3://videos/lynx/",
+                "endpointUrl": "http://minio.storage.svc:9000",
+                "region": "us-east-1",
+                "credentialsSecret": "relay-output-credentials",
+            },
+            "fal": {"deleteAfterCopy": True},
+        },
+        "secrets": {"falKey": "fal-test-key"},
+        "networkPolicy": {
+            "enabled": True,
+            "output": {
+                "to": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "storage"}
+                        }
+                    }
+                ]
+            },
+        },
+    },
+    # Output storage on AWS S3 with IRSA: the role on the ServiceAccount, no Secret.
+    "output-s3-irsa": {
+        "config": {
+            "output": {"url": "s3://videos", "eventUrl": "presigned", "presignTtlSeconds": 3600}
+        },
+        "serviceAccount": {
+            "annotations": {
+                "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/lynx-relay"
+            }
+        },
+        "secrets": {"falKey": "fal-test-key"},
+        "networkPolicy": {"enabled": True},
+    },
     "sasl": {
         "config": {
             "kafka": {
@@ -322,6 +361,22 @@ SCENARIOS: dict[str, Values] = {
                 "queueUrl": "http://127.0.0.1:8470",
                 "endpoint": "bytedance/lynx",
                 "maxConnections": 32,
+                "outputTtlSeconds": 1209600,
+                "deleteAfterCopy": True,
+                "storeIo": False,
+            },
+            "output": {
+                "url": "s3://videos/lynx/",
+                "endpointUrl": "https://storage.example.com:8443",
+                "region": "europe-west4",
+                "keyTemplate": "{date}/{tenant}/{request_id}-{fal_request_id}.mp4",
+                "eventUrl": "presigned",
+                "presignTtlSeconds": 86400,
+                "maxCopies": 8,
+                "partMib": 16,
+                "retrySeconds": 300.5,
+                "onFailure": "fal_url",
+                "credentialsSecret": "relay-output-credentials",
             },
             "relay": {
                 "jobsTopicReplication": 3,

@@ -74,6 +74,76 @@ SCHEMA_REFUSES: dict[str, tuple[dict[str, Any], str]] = {
         {"config": {"relay": {"falConcurrency": -1}}},
         "/config/relay/falConcurrency",
     ),
+    # Output storage: what the relay's settings would refuse at start (service/config.py).
+    "output URL of an unknown scheme": (
+        {"config": {"output": {"url": "https://videos.s3.amazonaws.com/lynx/"}}},
+        "/config/output/url",
+    ),
+    "output URL without a bucket": (
+        {"config": {"output": {"url": "s3://"}}},
+        "/config/output/url",
+    ),
+    "output endpoint without a scheme": (
+        {"config": {"output": {"endpointUrl": "minio.storage.svc:9000"}}},
+        "/config/output/endpointUrl",
+    ),
+    "event URL outside the enum": (
+        {"config": {"output": {"eventUrl": "signed"}}},
+        "/config/output/eventUrl",
+    ),
+    "part size below S3's 5 MiB": (
+        {"config": {"output": {"partMib": 4}}},
+        "/config/output/partMib",
+    ),
+    "part size above 512 MiB": (
+        {"config": {"output": {"partMib": 1024}}},
+        "/config/output/partMib",
+    ),
+    "presigned URL beyond 7 days": (
+        {"config": {"output": {"presignTtlSeconds": 604801}}},
+        "/config/output/presignTtlSeconds",
+    ),
+    "no copy at a time": ({"config": {"output": {"maxCopies": 0}}}, "/config/output/maxCopies"),
+    "negative retry time": (
+        {"config": {"output": {"retrySeconds": -1}}},
+        "/config/output/retrySeconds",
+    ),
+    "unknown failure policy": (
+        {"config": {"output": {"onFailure": "ignore"}}},
+        "/config/output/onFailure",
+    ),
+    "key template without request_id": (
+        {"config": {"output": {"keyTemplate": "{tenant}/{date}.mp4"}}},
+        "/config/output/keyTemplate",
+    ),
+    "key template with an unknown field": (
+        {"config": {"output": {"keyTemplate": "{user}/{request_id}.mp4"}}},
+        "/config/output/keyTemplate",
+    ),
+    "key template with a leading slash": (
+        {"config": {"output": {"keyTemplate": "/{request_id}.mp4"}}},
+        "/config/output/keyTemplate",
+    ),
+    "credentials secret that is no name": (
+        {"config": {"output": {"credentialsSecret": "Output Keys"}}},
+        "/config/output/credentialsSecret",
+    ),
+    "misspelt output key": (
+        {"config": {"output": {"bucket": "videos"}}},
+        "'bucket' not allowed",
+    ),
+    "fal output lifetime below a minute": (
+        {"config": {"fal": {"outputTtlSeconds": 30}}},
+        "/config/fal/outputTtlSeconds",
+    ),
+    "delete-after-copy as a word": (
+        {"config": {"fal": {"deleteAfterCopy": "yes"}}},
+        "/config/fal/deleteAfterCopy",
+    ),
+    "object store port out of range": (
+        {"networkPolicy": {"output": {"ports": [70000]}}},
+        "/networkPolicy/output/ports/0",
+    ),
 }
 
 
@@ -136,6 +206,10 @@ TEMPLATE_REFUSES: dict[str, tuple[dict[str, Any], str]] = {
     "poll minimum above maximum": (
         {"config": {"relay": {"pollMinIntervalSeconds": 20, "pollMaxIntervalSeconds": 10}}},
         "pollMinIntervalSeconds",
+    ),
+    "deleting fal's files without a copy": (
+        {"config": {"fal": {"deleteAfterCopy": True}}},
+        "config.fal.deleteAfterCopy needs config.output.url",
     ),
     "hpa without a metric": (
         {"autoscaling": {"hpa": {"enabled": True, "targetCPUUtilizationPercentage": 0}}},

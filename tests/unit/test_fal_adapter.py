@@ -86,6 +86,35 @@ async def test_submit_posts_only_the_given_arguments_and_returns_fals_urls() -> 
     assert calls(metrics, "submit", "2xx") == 1
 
 
+async def test_fals_copies_lifetime_and_payload_storage_are_asked_for_on_submit() -> None:
+    """RELAY_FAL_OUTPUT_TTL_S and RELAY_FAL_STORE_IO=false become fal's headers on every
+    submit; by default neither is sent (fal's own defaults hold)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=SUBMITTED)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    metrics = RelayMetrics()
+    kept = FalQueue(
+        http,
+        base_url=BASE,
+        endpoint="fal-ai/lynx",
+        metrics=metrics,
+        output_ttl_s=3600,
+        store_io=False,
+    )
+    plain = FalQueue(http, base_url=BASE, endpoint="fal-ai/lynx", metrics=metrics)
+    await kept.submit({"prompt": "p", "image_url": "https://x"})
+    await plain.submit({"prompt": "p", "image_url": "https://x"})
+    lifecycle = json.loads(seen[0].headers["X-Fal-Object-Lifecycle-Preference"])
+    assert lifecycle == {"expiration_duration_seconds": 3600}
+    assert seen[0].headers["X-Fal-Store-IO"] == "0"
+    assert "X-Fal-Object-Lifecycle-Preference" not in seen[1].headers
+    assert "X-Fal-Store-IO" not in seen[1].headers
+
+
 async def test_submit_is_retried_only_when_no_job_can_exist() -> None:
     """A refused connection and a 429 are retried; a 503 after sending is not (the job may
     exist at fal, and a second submit would be paid twice)."""

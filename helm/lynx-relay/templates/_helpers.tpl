@@ -185,6 +185,9 @@ includes this, so a bad combination fails the whole render with one clear messag
 {{- if gt (float64 $v.config.relay.pollMinIntervalSeconds) (float64 $v.config.relay.pollMaxIntervalSeconds) }}
 {{- fail "config.relay.pollMinIntervalSeconds must not exceed config.relay.pollMaxIntervalSeconds" }}
 {{- end }}
+{{- if and $v.config.fal.deleteAfterCopy (not $v.config.output.url) }}
+{{- fail "config.fal.deleteAfterCopy needs config.output.url: fal's files may only be deleted once they are copied" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -193,6 +196,26 @@ every number as a float64, which prints 6048000 as "6.048e+06"), others as they 
 */}}
 {{- define "lynx-relay.number" -}}
 {{- if eq (float64 .) (floor .) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
+{{/*
+The TCP ports of the object store (networkPolicy.output), as a comma-separated list:
+networkPolicy.output.ports when given, else the port of config.output.endpointUrl (its own, or
+443/80 by its scheme), else 443 (the cloud's store, over HTTPS).
+*/}}
+{{- define "lynx-relay.outputPorts" -}}
+{{- $ports := .Values.networkPolicy.output.ports }}
+{{- if $ports }}
+{{- $out := list }}
+{{- range $ports }}{{ $out = append $out (int64 . | toString) }}{{ end }}
+{{- join "," $out }}
+{{- else if .Values.config.output.endpointUrl }}
+{{- $url := urlParse .Values.config.output.endpointUrl }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $port }}{{ $port }}{{ else if eq $url.scheme "http" }}80{{ else }}443{{ end }}
+{{- else -}}
+443
+{{- end }}
 {{- end }}
 
 {{/* Labels of the `helm test` pod; distinct from the relay's so Service and PDB ignore it. */}}
