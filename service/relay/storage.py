@@ -20,7 +20,7 @@ from service.core import outcomes
 from service.core.backoff import Backoff
 from service.core.outcomes import Outcome
 from service.core.storage import CopyCheck, object_key, retry_delay
-from service.errors import FalError, StorageError
+from service.errors import FalError, FalResultExpired, StorageError
 from service.ports import OutputStore, VideoFiles
 from service.relay.context import JobContext
 from service.relay.tools import Tools
@@ -75,6 +75,14 @@ class VideoKeeper:
                     finally:
                         self._metrics.output_copies_running.dec()
                 break
+            except FalResultExpired as exc:
+                # fal no longer has the file. If our copy is in the store already (made and
+                # verified before a crash, then fal's copies deleted), it is the result.
+                found = await self._found_stored(key, video)
+                if found is None:
+                    return self._gave_up(log, outcome, fal_url, key, exc)
+                log.info("output_found_stored", bytes=found)
+                return replace(outcome, video=await self._stored_video(video, key, found, None))
             except (StorageError, FalError) as exc:
                 elapsed = self._clock.monotonic() - started
                 delay = retry_delay(
@@ -94,7 +102,9 @@ class VideoKeeper:
         log.info("output_stored", bytes=check.size, sha256=check.sha256)
         if self._config.delete_at_fal:
             await self._delete_at_fal(log, fal_request_id)
-        return replace(outcome, video=await self._stored_video(video, key, check))
+        return replace(
+            outcome, video=await self._stored_video(video, key, check.size, check.sha256)
+        )
 
     async def _copy(self, url: str, key: str, video: Mapping[str, Any]) -> CopyCheck:
         check = CopyCheck(self._store.part_size)
@@ -131,8 +141,19 @@ class VideoKeeper:
             raise StorageError(f"the copy of {url} to {key} did not verify: {'; '.join(problems)}")
         return check
 
+    async def _found_stored(self, key: str, video: Mapping[str, Any]) -> int | None:
+        """The size of an earlier copy in the store that fits what fal said, or None."""
+        try:
+            stored = await self._store.head(key)
+        except StorageError:
+            return None
+        expected = video.get("file_size")
+        if stored is None or (isinstance(expected, int) and stored.size != expected):
+            return None
+        return stored.size
+
     async def _stored_video(
-        self, video: Mapping[str, Any], key: str, check: CopyCheck
+        self, video: Mapping[str, Any], key: str, size: int, sha256: str | None
     ) -> dict[str, Any]:
         url = (
             await self._store.presigned(key, self._config.presign_ttl_s)
@@ -143,8 +164,8 @@ class VideoKeeper:
             **video,
             "url": url,
             "fal_url": video["url"],
-            "file_size": check.size,
-            "sha256": check.sha256,
+            "file_size": size,
+            "sha256": sha256,
         }
 
     def _gave_up(

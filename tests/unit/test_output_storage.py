@@ -220,3 +220,20 @@ async def test_a_presigned_url_can_be_published_instead_of_the_object_url() -> N
     (event,) = outbox.results
     assert event.video is not None
     assert event.video.url == "https://bucket.example/out/default/v-1.mp4?ttl=3600"
+
+
+async def test_a_copy_made_before_fals_files_were_deleted_is_found_again() -> None:
+    """A replica copied the video and had fal delete its files, then died before the result:
+    the next owner finds fal's file gone and the object in the store, and publishes it."""
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    files, store = FakeVideoFiles(), FakeOutputStore()
+    files.gone.add("https://v/fal-0.mp4")
+    store.objects["out/default/v-1.mp4"] = b"copied before"
+    inbox.append(0, request("v-1", "polls=1"))
+    async with running(inbox, outbox, fal, store=store, files=files, output=keep()):
+        await outbox.wait_for(results=1)
+    (event,) = outbox.results
+    assert event.status == "succeeded"
+    assert event.video is not None
+    assert (event.video.url, event.video.file_size) == ("s3://bucket/out/default/v-1.mp4", 13)
+    assert event.video.sha256 is None  # not read again: the store's copy is taken as it is
