@@ -95,8 +95,14 @@ async def test_ten_thousand_hostile_messages(topics: Topics) -> None:
     async with emulator_running(EmulatorConfig(run_time=(0.01, 0.05))) as fal:
         settings = relay_settings(topics, fal.base_url, RELAY_MAX_IN_FLIGHT="64")
         async with relay_running(settings) as relay:
+            # Batched (up to 1 MiB, 5 ms linger): one message a request took ~20 s to publish;
+            # the relay reads the same records, in the same order per partition.
             producer = AIOKafkaProducer(
-                bootstrap_servers=topics.bootstrap, acks="all", max_request_size=2_000_000
+                bootstrap_servers=topics.bootstrap,
+                acks="all",
+                max_request_size=2_000_000,
+                max_batch_size=1_048_576,
+                linger_ms=5,
             )
             await producer.start()
             try:

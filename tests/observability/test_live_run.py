@@ -125,6 +125,9 @@ async def observe(bootstrap: str, bin_dir: Path, folder: Path) -> Observed:
             RELAY_MAX_IN_FLIGHT="4",
             RELAY_TENANTS_FILE=str(tenants),
             RELAY_DEDUPE_RETENTION_S=str(MONTH_AND_A_DAY_S),
+            # A budget paces a tenant's starts (one a second by default, for the overshoot
+            # bound of several replicas): nothing here is about that, so not 9 s of pacing.
+            RELAY_BUDGET_PACE_S="0.05",
         )
         async with relay_running(settings) as relay:
             target = f"127.0.0.1:{relay.ops_port}"
