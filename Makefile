@@ -13,6 +13,7 @@ setup:  ## install uv if missing, the locked environment, the Kafka jars, the As
 	$(UV) sync --locked
 	scripts/kafka fetch
 	scripts/prometheus fetch
+	scripts/s3proxy fetch
 	@# Node 20+: the AsyncAPI project's parser checks schemas/asyncapi.json in the tests.
 	npm ci --prefix tools/asyncapi-check --no-audit --no-fund
 

@@ -1,5 +1,5 @@
-"""Session-wide fixtures: one real Kafka broker per test session (started only when a test
-asks for it), and retries without waiting."""
+"""Session-wide fixtures: one real Kafka broker and one S3-compatible object store per test
+session (each started only when a test asks for it), and retries without waiting."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from pathlib import Path
 
 import pytest
 import stamina
+
+from tests.object_storage import (
+    DEFAULT_CREDENTIAL,
+    DEFAULT_IDENTITY,
+    S3Server,
+    S3ServerError,
+    run_script,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,4 +64,38 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run(  # noqa: S603
             [script, "stop", "--port", port, "--dir", folder], timeout=90, check=False
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible object store (S3Proxy, filesystem backend) for this session, from
+    scripts/s3proxy; started only when a test asks for it, stopped at the session's end.
+
+    ``create_bucket()`` makes a fresh bucket per test; ``stop()``/``start()`` take the server
+    down and bring it back on the same port with the same data. LYNX_TEST_S3_ENDPOINT (with
+    LYNX_TEST_S3_IDENTITY and LYNX_TEST_S3_CREDENTIAL) points the tests at a server that is
+    already running instead; such a server cannot be stopped by the tests.
+    """
+    given = os.environ.get("LYNX_TEST_S3_ENDPOINT")
+    if given:
+        yield S3Server(
+            endpoint=given,
+            identity=os.environ.get("LYNX_TEST_S3_IDENTITY", DEFAULT_IDENTITY),
+            credential=os.environ.get("LYNX_TEST_S3_CREDENTIAL", DEFAULT_CREDENTIAL),
+        )
+        return
+    port = free_port()
+    folder = tmp_path_factory.mktemp("s3proxy")
+    try:
+        endpoint = run_script("start", port, folder, DEFAULT_IDENTITY, DEFAULT_CREDENTIAL)
+    except S3ServerError as exc:
+        pytest.fail(f"could not start S3Proxy:\n{exc}", pytrace=False)
+    try:
+        yield S3Server(endpoint=endpoint.strip().splitlines()[-1], port=port, folder=folder)
+    finally:
+        subprocess.run(  # noqa: S603 - our own script
+            [str(ROOT / "scripts" / "s3proxy"), "stop", "--port", str(port), "--dir", str(folder)],
+            timeout=90,
+            check=False,
         )

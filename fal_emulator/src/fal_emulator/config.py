@@ -2,9 +2,9 @@
 
 This module owns what can be tuned about the simulated fal queue (run and queue times, concurrency,
 failure share, auth key, result retention, seed, served endpoints, injected faults, webhook
-delivery, which jobs the request history lists, the unit price and whether refused inputs are
-billed) and how those knobs are spelled on the command line (the fault vocabulary itself lives
-in ``faults``).
+delivery, which jobs the request history lists, the unit price, whether refused inputs are
+billed and the size of the output files) and how those knobs are spelled on the command line
+(the fault vocabulary itself lives in ``faults``).
 ``cli`` adds the arguments and calls ``config_from_arguments``; nothing here reads argv
 or the environment by itself.
 """
@@ -27,6 +27,7 @@ from fal_emulator.faults import (
     parse_fault_spec,
     parse_kinds,
 )
+from fal_emulator.media import MIN_OUTPUT_SIZE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -47,6 +48,10 @@ CURRENCY = "USD"
 DEFAULT_UNIT_PRICE = 0.60
 # First path segments the emulator serves itself, so no endpoint id may start with them.
 RESERVED_OWNERS = ("_emulator", "v1")
+# The output file's size (``media``): small by default, so that tests that fetch it stay fast; a
+# copy test or benchmark asks for 100-200 MB. Capped so that a typo cannot ask for a petabyte.
+DEFAULT_OUTPUT_BYTES = 16 * 1024
+MAX_OUTPUT_BYTES = 64 * 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,10 @@ class EmulatorConfig:
     # be billed, so a client must handle both; 0 (the default) bills it nothing.
     unit_price: float = DEFAULT_UNIT_PRICE
     bill_user_errors: float = 0.0
+    # Bytes of each succeeded job's output file (its result's ``video.file_size``): a valid MP4
+    # padded to this size (``media``), streamed. A prompt's ``[emulator:output-bytes=N]`` sets
+    # one job's.
+    output_bytes: int = DEFAULT_OUTPUT_BYTES
 
     def __post_init__(self) -> None:
         for name in ("run_time", "queue_wait"):
@@ -107,6 +116,7 @@ class EmulatorConfig:
         check_unit_price(self.unit_price)
         if not (_finite(self.bill_user_errors) and self.bill_user_errors >= 0):
             raise ValueError(f"bill_user_errors must be 0 or more, got {self.bill_user_errors}")
+        check_output_bytes(self.output_bytes)
         self._check_webhooks()
 
     def _check_webhooks(self) -> None:
@@ -153,6 +163,43 @@ def check_unit_price(price: object) -> float:
     ):
         return float(price)
     raise ValueError(f"unit_price must be a number, 0 or more, got {price!r}")
+
+
+def check_output_bytes(size: object) -> int:
+    """``size`` as an output file size: an integer within [``MIN_OUTPUT_SIZE``,
+    ``MAX_OUTPUT_BYTES``]. Raises ``ValueError``."""
+    if (
+        isinstance(size, int)
+        and not isinstance(size, bool)
+        and MIN_OUTPUT_SIZE <= size <= MAX_OUTPUT_BYTES
+    ):
+        return size
+    raise ValueError(
+        f"output_bytes must be an integer within [{MIN_OUTPUT_SIZE}, {MAX_OUTPUT_BYTES}], "
+        f"got {size!r}"
+    )
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``"4096"`` -> 4096; ``"256K"``, ``"100M"``, ``"1G"`` (also ``KiB``/``MiB``/``GiB``, any
+    case): binary multiples. Raises ``ValueError``."""
+    spelled = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = spelled, ""
+    if spelled and spelled[-1] in _SIZE_UNITS:
+        number, unit = spelled[:-1], spelled[-1]
+    if not (number.isascii() and number.isdigit() and len(number) <= 15):
+        raise ValueError(f"{text!r} is not a size in bytes (like 4096, 256K, 100M, 1G)")
+    return check_output_bytes(int(number) * _SIZE_UNITS[unit])
+
+
+def _size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _finite(value: float) -> bool:
@@ -318,6 +365,17 @@ _BILLING_HELP = (
     "faults), start timeouts and cancelled jobs never are, and their answers carry no such "
     "header. Queue time never counts. The bill is in GET /_emulator/stats under 'billing' "
     "(billed_units per job with ?jobs=1): a job is billed once, when it ends, fetched or not."
+)
+
+
+_OUTPUT_HELP = (
+    "A job that succeeded has one output file, GET /_emulator/files/{request_id}/output.mp4 "
+    "(its result's video.url; no key needed): a valid MP4 (ftyp, moov with one video track of "
+    "the job's frame size and no samples, then an mdat box of padding up to the size), the same "
+    "bytes for the same request id and size (fal_emulator.media.output_bytes), streamed in "
+    "256 KiB chunks with its Content-Length, so a file of hundreds of MB costs no memory. Its "
+    "size is the result's video.file_size: --output-bytes, or a prompt's "
+    "[emulator:output-bytes=N] for one job."
 )
 
 
@@ -500,6 +558,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="units billed for a job whose input the model refused (its 422), carried on that "
         "422 result answer; 0 bills nothing and sends no header (default: %(default)s)",
     )
+    output = parser.add_argument_group("output files", description=_OUTPUT_HELP)
+    output.add_argument(
+        "--output-bytes",
+        type=_size_argument,
+        default=defaults.output_bytes,
+        metavar="SIZE",
+        help=f"size of each output file in bytes, or with a K/M/G suffix (binary: 100M is "
+        f"104857600); at least {MIN_OUTPUT_SIZE} (default: %(default)s)",
+    )
 
 
 def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
@@ -521,4 +588,5 @@ def config_from_arguments(args: argparse.Namespace) -> EmulatorConfig:
         history_lists=args.history_lists,
         unit_price=args.unit_price,
         bill_user_errors=args.bill_user_errors_units,
+        output_bytes=args.output_bytes,
     )

@@ -54,8 +54,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from fal_emulator.config import EmulatorConfig
+from fal_emulator.config import MAX_OUTPUT_BYTES, EmulatorConfig
 from fal_emulator.lynx import LynxInput, download_error
+from fal_emulator.media import MIN_OUTPUT_SIZE
 
 # --- the lifecycle table ---------------------------------------------------------------------
 
@@ -125,11 +126,8 @@ class Outcome(enum.Enum):
 
 # --- what a submit decides -------------------------------------------------------------------
 
-# Not a playable video: an ISO-BMFF ``ftyp`` box and an empty ``free`` box, so that anything that
-# sniffs the first bytes sees an MP4 while the body stays tiny.
-PLACEHOLDER_MP4 = (
-    b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00\x00\x00\x08free"
-)
+# A succeeded job's one output file; its bytes are ``media.output_chunks`` of its request id, its
+# ``file_size`` and its frame size.
 OUTPUT_FILE_NAME = "output.mp4"
 
 # A plan's frame count, frame rate and steps when its input was refused (fal's defaults, as in
@@ -142,6 +140,8 @@ _SHORT_SIDE = {"480p": 480, "580p": 580, "720p": 720}
 _SEED_LIMIT = 2**31
 
 _DIRECTIVE_RE = re.compile(r"\[emulator:([a-z0-9-]+)(?:=([^\]]*))?\]")
+# ASCII digits, few enough for ``int`` (a prompt may hold any number of them).
+_SIZE_RE = re.compile(r"[0-9]{1,15}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,18 +154,22 @@ class Directives:
     run_time: float | None = None
     # The model refuses an input its schema accepts (Lynx finds no face to keep): a 422.
     refuse_input: bool = False
+    # This job's output file size instead of the config's ``output_bytes``.
+    output_bytes: int | None = None
 
 
 def parse_directives(prompt: object) -> Directives:
     """``[emulator:job-error]``, ``[emulator:result-500]``, ``[emulator:result-503]``,
-    ``[emulator:run=SECONDS]``, ``[emulator:refuse-input]``.
+    ``[emulator:run=SECONDS]``, ``[emulator:refuse-input]``, ``[emulator:output-bytes=N]``.
 
-    Unknown directives and unreadable run times are ignored: a prompt is free text.
+    Unknown directives, unreadable run times and sizes out of the config's bounds are ignored:
+    a prompt is free text.
     """
     if not isinstance(prompt, str):
         return Directives()
     job_error = result_500 = result_503 = refuse_input = False
     run_time: float | None = None
+    output_bytes: int | None = None
     for name, value in _DIRECTIVE_RE.findall(prompt):
         if name == "job-error":
             job_error = True
@@ -182,12 +186,19 @@ def parse_directives(prompt: object) -> Directives:
                 continue
             if 0 <= seconds < float("inf"):
                 run_time = seconds
+        elif (
+            name == "output-bytes"
+            and _SIZE_RE.fullmatch(value)
+            and MIN_OUTPUT_SIZE <= int(value) <= MAX_OUTPUT_BYTES
+        ):
+            output_bytes = int(value)
     return Directives(
         job_error=job_error,
         result_500=result_500,
         result_503=result_503,
         run_time=run_time,
         refuse_input=refuse_input,
+        output_bytes=output_bytes,
     )
 
 
@@ -225,15 +236,16 @@ def validate_input(body: Mapping[str, Any]) -> tuple[LynxInput | None, list[dict
     return model, []
 
 
-def lynx_output(model: LynxInput, seed: int) -> dict[str, Any]:
-    """The Lynx result without the video URL, which depends on the address it is fetched from."""
+def lynx_output(model: LynxInput, seed: int, file_size: int) -> dict[str, Any]:
+    """The Lynx result without the video URL, which depends on the address it is fetched from;
+    its file is ``file_size`` bytes."""
     width, height = video_dimensions(model.resolution, model.aspect_ratio)
     fps = model.frames_per_second
     return {
         "video": {
             "content_type": "video/mp4",
             "file_name": OUTPUT_FILE_NAME,
-            "file_size": len(PLACEHOLDER_MP4),
+            "file_size": file_size,
             "width": width,
             "height": height,
             "fps": fps,
@@ -293,7 +305,10 @@ def plan_job(body: Mapping[str, Any], config: EmulatorConfig, rng: random.Random
         outcome = Outcome.MODEL_ERROR
     else:
         outcome = Outcome.SUCCEEDED
-    output = lynx_output(model, seed_draw)
+    file_size = (
+        directives.output_bytes if directives.output_bytes is not None else config.output_bytes
+    )
+    output = lynx_output(model, seed_draw, file_size)
     video = output["video"]
     return Plan(
         outcome,

@@ -5,7 +5,7 @@ calls on ``Simulation`` and ``wire`` and their ``Reply`` into responses, injecti
 ``FaultInjector`` draws (answering them, delaying, or dropping the connection), counting calls and
 faults for ``/_emulator/stats`` and reporting the bill there, the runtime settings (key, faults,
 webhook drop rate, history mode and unit price) that ``/_emulator/config`` and ``reconfigure``
-change, serving the placeholder output files, the webhook keys and fal's Platform API
+change, streaming the output files (``media``), the webhook keys and fal's Platform API
 (``platform_api``), and the one driver task that advances the simulation when its next event is
 due.
 Every handler first advances the simulation to the current time, so answers are exact even when
@@ -58,13 +58,13 @@ from fal_emulator.config import (
 from fal_emulator.faults import FAULT_ENDPOINTS, FaultInjector, FaultKind, Faults
 from fal_emulator.jobs import (
     OUTPUT_FILE_NAME,
-    PLACEHOLDER_MP4,
     CancelOutcome,
     Job,
     Outcome,
     Phase,
     Simulation,
 )
+from fal_emulator.media import output_chunks
 from fal_emulator.platform_api import (
     API_PREFIX,
     DOCS_URL,
@@ -722,16 +722,29 @@ class FalEmulator:
             return web.json_response({"detail": str(exc)}, status=400)
         return web.json_response(self._runtime_view())
 
-    async def _handle_file(self, request: web.Request) -> web.Response:
+    async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        """A succeeded job's output video (``media``), streamed a page at a time with its
+        Content-Length, so a file of hundreds of MB is never held; HEAD answers the headers."""
         job = self._sim.lookup(request.match_info["request_id"])
         if (
             job is None
             or job.outcome is not Outcome.SUCCEEDED
+            or job.plan.output is None
             or job.payloads_deleted
             or request.match_info["name"] != OUTPUT_FILE_NAME
         ):
             return web.json_response({"detail": "File not found"}, status=404)
-        return web.Response(body=PLACEHOLDER_MP4, content_type="video/mp4")
+        size: int = job.plan.output["video"]["file_size"]
+        width, height = job.plan.frame_size
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            for chunk in output_chunks(job.request_id, size, width=width, height=height):
+                # write() waits while the client's socket is full: a slow reader holds a page.
+                await response.write(chunk)
+        await response.write_eof()
+        return response
 
 
 def _runtime_settings(body: object) -> dict[str, Any]:

@@ -100,6 +100,7 @@ RECORDED_HEADERS = (
     "X-Fal-Request-Start-Timeout",
     "X-Fal-No-Retry",
     "X-Fal-Object-Lifecycle-Preference",
+    "X-Fal-Store-IO",
 )
 
 
