@@ -179,6 +179,10 @@ class RelayService:
             region=s.relay_output_region,
             part_mib=s.relay_output_part_mib,
         )
+        # obstore's Tokio threads may still call back into the event loop just after a copy
+        # (a stream's last poll): closing the loop under them aborted the process (exit 134)
+        # in a repro (bench/results/storage-clients.md). A moment's grace at shutdown, last.
+        stack.push_async_callback(asyncio.sleep, 0.1)
         # fal's CDN gets a client without our fal key (the video's URL is public).
         cdn = await stack.enter_async_context(
             httpx.AsyncClient(limits=httpx.Limits(max_connections=s.relay_output_max_copies * 2))
