@@ -4,6 +4,8 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 DEMO_KAFKA_PORT ?= 19092
 DEMO_KAFKA_DIR ?= $(HOME)/.cache/lynx-relay/demo-kafka
+DEMO_S3_PORT ?= 19093
+DEMO_S3_DIR ?= $(HOME)/.cache/lynx-relay/demo-s3
 
 .PHONY: setup lint test unit demo schemas
 
@@ -33,10 +35,16 @@ unit: setup  ## the fast tests that need neither Kafka nor a network port of our
 schemas: setup  ## regenerate schemas/ from service/messages.py
 	$(UV) run lynx-relay schemas
 
-demo: setup  ## local Kafka + fal emulator + relay; publish the sample request, print its result
+demo: setup  ## local Kafka + S3Proxy + fal emulator + relay; publish the sample request, print its result
 	@# A fresh broker each time: the relay remembers request ids, and the sample's is fixed.
 	scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null 2>&1 || true
-	rm -rf $(DEMO_KAFKA_DIR)
+	scripts/s3proxy stop --port $(DEMO_S3_PORT) --dir $(DEMO_S3_DIR) >/dev/null 2>&1 || true
+	rm -rf $(DEMO_KAFKA_DIR) $(DEMO_S3_DIR)
+	@# With the filesystem backend a bucket is a folder: the demo's bucket exists from the start.
+	mkdir -p $(DEMO_S3_DIR)/data/demo-videos
 	scripts/kafka start --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR) >/dev/null
-	$(UV) run fal-emulator demo --bootstrap 127.0.0.1:$(DEMO_KAFKA_PORT); \
-	  status=$$?; scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR); exit $$status
+	scripts/s3proxy start --port $(DEMO_S3_PORT) --dir $(DEMO_S3_DIR) >/dev/null
+	$(UV) run fal-emulator demo --bootstrap 127.0.0.1:$(DEMO_KAFKA_PORT) \
+	  --output-endpoint http://127.0.0.1:$(DEMO_S3_PORT); \
+	  status=$$?; scripts/kafka stop --port $(DEMO_KAFKA_PORT) --dir $(DEMO_KAFKA_DIR); \
+	  scripts/s3proxy stop --port $(DEMO_S3_PORT) --dir $(DEMO_S3_DIR); exit $$status

@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args.bootstrap, timeout=args.timeout)
+    return run_demo(args.bootstrap, timeout=args.timeout, output_endpoint=args.output_endpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--bootstrap", default="127.0.0.1:9092")
     demo.add_argument("--timeout", type=float, default=60.0)
+    demo.add_argument(
+        "--output-endpoint",
+        help="an S3-compatible endpoint (scripts/s3proxy's) with a bucket demo-videos: the "
+        "relay copies the video there (RELAY_OUTPUT_URL)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

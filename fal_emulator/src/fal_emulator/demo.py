@@ -106,7 +106,13 @@ async def _exchange(bootstrap: str, partitions: int, wait_s: float) -> dict[str,
         await producer.stop()
 
 
-def run_demo(bootstrap: str, *, timeout: float) -> int:
+# scripts/s3proxy's local-only credentials (never a real secret), and the demo's bucket.
+DEMO_S3_IDENTITY = "lynx-local"
+DEMO_S3_CREDENTIAL = "lynx-local-secret"
+DEMO_BUCKET = "demo-videos"
+
+
+def run_demo(bootstrap: str, *, timeout: float, output_endpoint: str | None = None) -> int:
     partitions = asyncio.run(_ensure_topics(bootstrap))
     emulator_port, relay_port = _free_port(), _free_port()
     emulator = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
@@ -135,6 +141,15 @@ def run_demo(bootstrap: str, *, timeout: float) -> int:
         "RELAY_POLL_MAX_INTERVAL_S": "2",
     }
     env.pop("FAL_KEY", None)
+    if output_endpoint is not None:
+        # Videos copied to a local S3-compatible store (make demo starts S3Proxy).
+        env.update(
+            RELAY_OUTPUT_URL=f"s3://{DEMO_BUCKET}/videos/",
+            RELAY_OUTPUT_ENDPOINT_URL=output_endpoint,
+            RELAY_OUTPUT_REGION="us-east-1",
+            AWS_ACCESS_KEY_ID=DEMO_S3_IDENTITY,
+            AWS_SECRET_ACCESS_KEY=DEMO_S3_CREDENTIAL,
+        )
     relay = subprocess.Popen([sys.executable, "-m", "service", "run"], env=env, stdout=sys.stderr)
     try:
         _wait_http(emulator_port, time.monotonic() + 20)
@@ -144,6 +159,12 @@ def run_demo(bootstrap: str, *, timeout: float) -> int:
         event = asyncio.run(_exchange(bootstrap, partitions, timeout))
         print(json.dumps(event, indent=2))
         _say(f"result event for {event['request_id']}: {event['status']}")
+        video = event.get("video") or {}
+        if video.get("fal_url"):
+            _say(
+                f"video stored at {video['url']} ({video['file_size']} bytes; fal's copy: "
+                f"{video['fal_url']})"
+            )
     finally:
         relay.send_signal(signal.SIGTERM)
         code = relay.wait(timeout=30)
