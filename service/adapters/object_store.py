@@ -8,8 +8,9 @@ it, ECS and instance metadata), so nothing here holds a secret.
 
 A video is streamed in parts of RELAY_OUTPUT_PART_MIB (a multipart upload, one part in flight
 besides the one filling), so a copy holds about two parts of memory whatever the video's size,
-and RELAY_OUTPUT_MAX_COPIES bounds the copies: 20 copies of 200 MB asked for at once stay
-within 64 MiB of memory at the defaults (measured with 8 at a time of 5 MiB parts).
+and RELAY_OUTPUT_MAX_COPIES bounds the copies: 20 copies of 200 MiB asked for at once grew the
+relay's memory by about 51 MiB at the defaults (4 at a time, 8 MiB parts), 63 MiB with 8 at a
+time of 5 MiB parts, 137 MiB with all 20 at once (bench/results/output-relay.md).
 obstore's errors are translated here into ``StorageError``: refusals (credentials, a missing
 bucket, a bad path) are not retryable, the rest (5xx, timeouts, resets) are.
 """
