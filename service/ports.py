@@ -243,6 +243,7 @@ class OutputStore(Protocol):
     ``service.errors.StorageError`` (``retryable`` per cause)."""
 
     part_size: int  # the bytes of each part of a multipart upload (the last may be fewer)
+    multipart: bool  # every upload is multipart, so no ETag is a single PUT's
 
     async def put(
         self, key: str, chunks: AsyncIterator[bytes], content_type: str | None

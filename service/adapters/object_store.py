@@ -61,6 +61,7 @@ class ObjectStoreOutput:
         self._scheme = "s3" if parts.scheme == "s3a" else parts.scheme
         self._bucket = parts.netloc
         self.part_size = part_mib * 1_048_576
+        self.multipart = True  # put() always asks obstore for a multipart upload
         config: dict[str, Any] = {}
         client: dict[str, Any] = {"timeout": "60s", "connect_timeout": "10s"}
         if self._scheme == "s3":

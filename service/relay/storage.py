@@ -107,7 +107,7 @@ class VideoKeeper:
         )
 
     async def _copy(self, url: str, key: str, video: Mapping[str, Any]) -> CopyCheck:
-        check = CopyCheck(self._store.part_size)
+        check = CopyCheck(self._store.part_size, whole_md5=not self._store.multipart)
         dropped: list[FalError] = []
         async with self._files.download(url) as download:
 

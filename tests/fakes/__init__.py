@@ -513,12 +513,14 @@ class FakeVideoFiles:
 
 
 class FakeOutputStore:
-    """An in-memory bucket with S3's ETags (MD5, or multipart MD5 of ``part_size`` parts).
+    """An in-memory bucket with S3's ETags (multipart: the MD5 of the ``part_size`` parts' MD5s
+    and their count; with ``multipart=False`` one part is a single PUT, its ETag the MD5).
     ``fail_puts`` fail (retryable) then succeed; ``refuse`` makes every call a refusal;
     ``peak_held`` is the most bytes one put ever held at once (it buffers one part)."""
 
-    def __init__(self, part_size: int = 4_096) -> None:
+    def __init__(self, part_size: int = 4_096, multipart: bool = True) -> None:
         self.part_size = part_size
+        self.multipart = multipart  # S3's multipart ETags always, or a single PUT's for one part
         self.objects: dict[str, bytes] = {}
         self.fail_puts = 0
         self.refuse = False
@@ -546,7 +548,7 @@ class FakeOutputStore:
         body = b"".join(parts)
         self.objects[key] = body
         self.events.append(key)
-        if len(parts) == 1:
+        if len(parts) == 1 and not self.multipart:
             etag = hashlib.md5(body).hexdigest()  # noqa: S324
         else:
             joined = b"".join(hashlib.md5(p).digest() for p in parts)  # noqa: S324

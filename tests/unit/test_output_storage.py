@@ -92,6 +92,26 @@ def test_a_copy_check_knows_the_s3_etags_however_the_bytes_are_cut(
     assert check.etag_problem("not-an-md5-tag") is None  # SSE-KMS and others: size only
 
 
+def test_a_store_that_always_uploads_in_parts_is_checked_without_the_whole_md5() -> None:
+    body = video_bytes("https://v/y.mp4", 1_000)
+    check = CopyCheck(4_096, whole_md5=False)
+    check.feed(body)
+    part = hashlib.md5(body).digest()  # noqa: S324
+    one_part = f"{hashlib.md5(part).hexdigest()}-1"  # noqa: S324
+    assert check.etags() == {one_part}
+    assert check.etag_problem(one_part) is None
+    assert check.etag_problem(hashlib.md5(body).hexdigest()) is not None  # noqa: S324
+
+
+async def test_a_single_put_store_is_checked_by_the_whole_md5() -> None:
+    inbox, outbox, fal = FakeInbox(partitions=1), FakeOutbox(), FakeFal()
+    files, store = FakeVideoFiles(size=1_000), FakeOutputStore(multipart=False)
+    inbox.append(0, request("v-1", "polls=1"))
+    async with running(inbox, outbox, fal, store=store, files=files, output=keep()):
+        await outbox.wait_for(results=1)
+    assert outbox.results[0].status == "succeeded"
+
+
 def test_a_copy_check_names_every_size_that_does_not_match() -> None:
     check = CopyCheck(100)
     check.feed(b"x" * 50)
