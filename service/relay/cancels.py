@@ -64,8 +64,15 @@ class CancelHandler:
             # the one event (whatever the watch mode).
             assert entry is not None
             assert entry.fal is not None
-            log.info("cancel_requested", where="at_fal")
-            await self._cancel_at_fal(entry.fal, log)
+            ctx = self._jobs.context(rid)
+            if ctx is not None and ctx.cancel_sent:
+                # Its own task sent the cancel already (the cancel came during its submit).
+                log.info("cancel_requested", where="at_fal", already_sent=True)
+            else:
+                if ctx is not None:
+                    ctx.cancel_sent = True
+                log.info("cancel_requested", where="at_fal")
+                await self._cancel_at_fal(entry.fal, log)
         elif target is CancelTarget.NOT_SEEN:
             await self._cancelled_before_submit(rid, source, log)
         else:

@@ -41,6 +41,9 @@ class JobContext:
     # are not kept for the job's minutes). That offset waits for the job.
     place: tuple[Partition, int] | None = None
     cancel_requested: bool = False  # a cancel came while it was being submitted
+    # Its fal job was sent a cancel, by its own task or by the cancel handler: one is enough
+    # (both see the cancel when it lands between the submit and its ledger entry).
+    cancel_sent: bool = False
     progress: ProgressGate | None = None
     logs_seen: int = 0  # fal sends all of a job's log lines so far each time
 

@@ -212,7 +212,8 @@ class JobRunner:
             ref = await self._at_fal(ctx)
             if self._handing_back(ctx.part):
                 raise _HandedBack
-            if ctx.cancel_requested:  # cancelled while it was being submitted
+            if ctx.cancel_requested and not ctx.cancel_sent:  # cancelled while submitting
+                ctx.cancel_sent = True
                 ctx.log.info("job_cancel_sent")
                 await self.cancel_quietly(ref, ctx.log)
             job = self._jobs.job(ctx.request_id)
