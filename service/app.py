@@ -14,7 +14,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,12 +29,13 @@ from service.adapters.fal_pricing import FalPricing
 from service.adapters.kafka import KafkaInbox, KafkaOutbox
 from service.adapters.kafka_client import KafkaRefused, ensure_topics, probe
 from service.adapters.ledger import KafkaLedger, LedgerMissing, ensure_ledger_topic
+from service.adapters.ledger_checkpoint import CheckpointPlace
 from service.adapters.object_store import ObjectStoreOutput
 from service.adapters.ops_http import OpsServer
 from service.adapters.webhooks import WebhookVerifier
 from service.config import Settings, is_local_url
 from service.core.budgets import Spent, spend_between
-from service.core.ledger import LedgerView
+from service.core.ledger import LedgerSink, LedgerView, SpendLines
 from service.core.polling import PollSchedule
 from service.logs import get_logger
 from service.metrics import RelayMetrics
@@ -71,11 +72,13 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-async def read_ledger(settings: Settings, reader: str) -> LedgerView:
-    """The job ledger as a replica would hold it at start (for the CLI's ``spend`` and
-    ``requests show``); it keeps RELAY_DEDUPE_RETENTION_S of finished entries."""
-    view = LedgerView(timedelta(seconds=settings.relay_dedupe_retention_s))
-    ledger = KafkaLedger(settings, view, writer=reader)
+SinkT = TypeVar("SinkT", bound=LedgerSink)
+
+
+async def read_ledger(settings: Settings, reader: str, sink: SinkT) -> SinkT:
+    """Read the whole job ledger into ``sink`` (for the CLI's ``spend``, ``requests show`` and
+    ``dlq redrive``), as a replica would at start."""
+    ledger = KafkaLedger(settings, sink, writer=reader)
     try:
         # Wall-clock on purpose: a bound on reading the ledger from a command line.
         async with asyncio.timeout(STARTUP_TIMEOUT_S * 4):
@@ -88,15 +91,28 @@ async def read_ledger(settings: Settings, reader: str) -> LedgerView:
         ) from None
     finally:
         await ledger.stop()
-    return view
+    return sink
 
 
 async def read_spend(settings: Settings, since: datetime, until: datetime) -> dict[str, Spent]:
     """Spend per tenant in ``[since, until)``, from the job ledger's finished entries (what
     ``lynx-relay spend`` prints)."""
-    view = await read_ledger(settings, "lynx-relay spend")
-    return spend_between(
-        ((e.tenant, e.at, e.units, e.amount) for e in view.finished()), since, until
+    retention = timedelta(seconds=settings.relay_dedupe_retention_s)
+    lines = await read_ledger(settings, "lynx-relay spend", SpendLines(retention, since, until))
+    return spend_between(lines.lines, since, until)
+
+
+def checkpoint_place(s: Settings) -> CheckpointPlace | None:
+    """Where the ledger view's checkpoint is kept; None when RELAY_LEDGER_CHECKPOINT_DIR is
+    unset."""
+    if s.relay_ledger_checkpoint_dir is None:
+        return None
+    return CheckpointPlace(
+        folder=s.relay_ledger_checkpoint_dir,
+        topic=s.relay_jobs_topic,
+        retention=timedelta(seconds=s.relay_dedupe_retention_s),
+        budget_day=timedelta(seconds=s.relay_budget_day_s),
+        max_age=timedelta(seconds=s.relay_ledger_checkpoint_max_age_s),
     )
 
 
@@ -240,7 +256,7 @@ class RelayService:
                 timedelta(seconds=s.relay_dedupe_retention_s),
                 budget_day=timedelta(seconds=s.relay_budget_day_s),
             )
-            ledger = KafkaLedger(s, view, writer)
+            ledger = KafkaLedger(s, view, writer, checkpoint=checkpoint_place(s))
             inbox = KafkaInbox(s, self.metrics)
             relay = Relay(
                 inbox=inbox,

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     relay_jobs_topic_partitions: int = Field(default=12, ge=1, le=10_000)
     relay_jobs_topic_replication: int | None = Field(default=None, ge=1, le=32)  # None: auto
     relay_dedupe_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # A local checkpoint of the ledger view (service.adapters.ledger_checkpoint): a restarted
+    # replica loads it and reads only the ledger's tail. Unset: every start reads it whole.
+    relay_ledger_checkpoint_dir: Path | None = None
+    relay_ledger_checkpoint_interval_s: float = Field(default=300.0, ge=1, le=86_400)
+    # Older than this, a checkpoint is not trusted (a tombstone it missed may be compacted
+    # away: Kafka keeps tombstones delete.retention.ms, a day by default).
+    relay_ledger_checkpoint_max_age_s: float = Field(default=43_200.0, gt=0, le=86_400)
     relay_group_instance_id: str | None = None
     relay_session_timeout_s: float | None = Field(default=None, ge=6, le=1800)
     relay_price_per_video_second: float = Field(default=0.60, ge=0)

@@ -14,17 +14,19 @@ entry of a job still running is never aged out.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from service.adapters.kafka_client import client_options
+from service.adapters.ledger_checkpoint import CheckpointPlace, CheckpointUnusable
 from service.adapters.ledger_codec import decode_entry
 from service.config import Settings
 from service.core.backoff import Backoff
-from service.core.ledger import LedgerEntry, LedgerView
+from service.core.ledger import LedgerEntry, LedgerSink, LedgerView
 from service.logs import get_logger
 
 
@@ -64,11 +66,24 @@ class LedgerMissing(Exception):
 
 
 class KafkaLedger:
-    """Reads the whole ledger topic (read_committed) into a ``LedgerView`` and follows it."""
+    """Reads the whole ledger topic (read_committed) into a sink (the relay's ``LedgerView``)
+    and follows it."""
 
-    def __init__(self, settings: Settings, view: LedgerView, writer: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        view: LedgerSink,
+        writer: str,
+        checkpoint: CheckpointPlace | None = None,
+    ) -> None:
         self._topic = settings.relay_jobs_topic
         self._view = view
+        # A checkpoint is the relay's (a LedgerView's), never a tool's.
+        assert checkpoint is None or isinstance(view, LedgerView)
+        self._checkpoint = checkpoint
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._ready = False
+        self.records_read = 0
         self._writer = writer
         self._settings = settings
         self._consumer: AIOKafkaConsumer | None = None
@@ -101,10 +116,83 @@ class KafkaLedger:
             raise
         self._parts = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(self._parts)
+        began, cpu = time.monotonic(), time.process_time()
+        source = "topic"
+        start_at = await self._restore(len(partitions)) if self._checkpoint else None
+        if start_at is not None:
+            source = "checkpoint"
         for tp in self._parts:
-            consumer.seek(tp, 0)
+            offset = (start_at or {}).get(tp.partition, 0)
+            consumer.seek(tp, offset)
+            self._positions[tp] = offset
         self._task = asyncio.create_task(self._follow(), name="ledger-follow")
         await self.catch_up()
+        self._ready = True
+        self._log.info(
+            "ledger_ready",
+            source=source,
+            entries=len(self._view) if isinstance(self._view, LedgerView) else None,
+            records_read=self.records_read,
+            seconds=round(time.monotonic() - began, 3),
+            cpu_seconds=round(time.process_time() - cpu, 3),
+        )
+        if self._checkpoint is not None:
+            self._checkpoint_task = asyncio.create_task(
+                self._checkpoints(self._settings.relay_ledger_checkpoint_interval_s),
+                name="ledger-checkpoints",
+            )
+
+    async def _restore(self, partitions: int) -> dict[int, int] | None:
+        """Load the checkpoint into the view; the positions to read on from, or None (then
+        the ledger is read whole)."""
+        place = self._checkpoint
+        assert place is not None
+        assert isinstance(self._view, LedgerView)
+        try:
+            found = await asyncio.to_thread(place.load, datetime.now(UTC), partitions)
+            if found is None:
+                return None
+            assert self._ends is not None
+            ends = await self._ends.end_offsets(self._parts)
+            _check_positions(found.positions, {tp.partition: end for tp, end in ends.items()})
+            # Its rows are checked before anything is held: a bad file leaves the view new.
+            self._view.restore(found.snapshot)
+        except (CheckpointUnusable, ValueError) as exc:
+            self._log.warning("ledger_checkpoint_ignored", path=str(place.path), reason=str(exc))
+            return None
+        self._log.info(
+            "ledger_checkpoint_loaded",
+            path=str(place.path),
+            written_at=found.written_at.isoformat(),
+            entries=len(self._view),
+        )
+        return found.positions
+
+    async def save_checkpoint(self) -> None:
+        """Write a checkpoint of the view as of the positions read (off the event loop)."""
+        place = self._checkpoint
+        if place is None or not self._ready:
+            return
+        assert isinstance(self._view, LedgerView)
+        # Taken between two awaits: every record before these positions is in the view.
+        positions = {tp.partition: self._positions.get(tp, 0) for tp in self._parts}
+        snapshot = self._view.snapshot()
+        began = time.monotonic()
+        size = await asyncio.to_thread(place.save, snapshot, positions, datetime.now(UTC))
+        self._log.info(
+            "ledger_checkpoint_saved",
+            entries=len(self._view),
+            bytes=size,
+            seconds=round(time.monotonic() - began, 3),
+        )
+
+    async def _checkpoints(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.save_checkpoint()
+            except OSError as exc:
+                self._log.warning("ledger_checkpoint_failed", error=repr(exc))
 
     async def _partitions(self) -> set[int]:
         """The ledger's partitions; a topic created a moment ago takes a little while to show
@@ -130,9 +218,16 @@ class KafkaLedger:
         return self._consumer
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._checkpoint_task, self._task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._ready = False  # the follower failed: the view may be behind its positions
+        try:
+            await self.save_checkpoint()  # a restart reads only what comes after
+        except OSError as exc:
+            self._log.warning("ledger_checkpoint_failed", error=repr(exc))
         if self._consumer is not None:
             await self._consumer.stop()
         if self._ends is not None:
@@ -191,6 +286,7 @@ class KafkaLedger:
             self._progress.notify_all()
 
     def _apply(self, raw_key: bytes | None, value: bytes | None) -> None:
+        self.records_read += 1
         if raw_key is None:
             return
         key = raw_key.decode("utf-8", "replace")
@@ -204,3 +300,10 @@ class KafkaLedger:
             self._log.warning("ledger_record_unreadable", key=key, error=str(exc))
             return
         self._view.apply(key, entry)
+
+
+def _check_positions(positions: dict[int, int], ends: dict[int, int]) -> None:
+    """A position past its partition's end: the topic was deleted and created again."""
+    for partition, end in ends.items():
+        if positions.get(partition, 0) > end:
+            raise CheckpointUnusable(f"partition {partition} ends before its position")

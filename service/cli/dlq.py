@@ -18,13 +18,14 @@ import argparse
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.adapters.kafka_tools import TopicMissing, TopicRecord, publisher, read_topic
 from service.app import StartupError, read_ledger
 from service.cli.common import Refused, moment, settings
 from service.config import Settings
+from service.core.ledger import LedgerView
 from service.decoding import Rejection, decode_request
 from service.logs import configure_logging
 
@@ -143,7 +144,11 @@ def why_not(one: Letter, config: Settings, known: set[str], sending: set[str]) -
 async def _redrive(config: Settings, args: argparse.Namespace) -> tuple[int, int]:
     found = await letters(config, *_filters(args))
     try:
-        view = await read_ledger(config, "lynx-relay dlq redrive")
+        view = await read_ledger(
+            config,
+            "lynx-relay dlq redrive",
+            LedgerView(timedelta(seconds=config.relay_dedupe_retention_s)),
+        )
     except StartupError as exc:
         raise Refused(str(exc)) from None
     known = {one.request_id for one in found if one.request_id and view.get(one.request_id)}

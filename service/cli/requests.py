@@ -14,7 +14,7 @@ from service.adapters.kafka_tools import TopicMissing, read_topic
 from service.app import StartupError, read_ledger
 from service.cli.common import Refused, settings
 from service.config import Settings
-from service.core.ledger import LedgerEntry
+from service.core.ledger import LedgerEntry, WholeEntries
 from service.logs import configure_logging
 from service.messages import ResultEvent
 
@@ -45,7 +45,7 @@ def _ledger(entry: LedgerEntry | None) -> dict[str, Any] | None:
 
 async def _show(config: Settings, request_id: str) -> dict[str, Any]:
     try:
-        view = await read_ledger(config, "lynx-relay requests show")
+        view = await read_ledger(config, "lynx-relay requests show", WholeEntries([request_id]))
     except StartupError as exc:
         raise Refused(str(exc)) from None
     results: list[dict[str, Any]] = []

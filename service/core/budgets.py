@@ -51,6 +51,15 @@ def _month(day: date) -> tuple[int, int]:
     return day.year, day.month
 
 
+@dataclass(frozen=True)
+class SpendState:
+    """A spend book's content: (tenant, day, amount) and (tenant, year, month, amount)."""
+
+    day_seconds: float
+    days: list[tuple[str, int, float]]
+    months: list[tuple[str, int, int, float]]
+
+
 class SpendBook:
     """Spend per tenant (and for ``GROUP``) per day and UTC calendar month. A "day" is
     ``day_seconds`` long, counted from the Unix epoch: 86,400 makes it the UTC day; a shorter
@@ -75,6 +84,21 @@ class SpendBook:
 
     def this_month(self, tenant: str, now: datetime) -> float:
         return self._months.get((tenant, _month(now.astimezone(UTC).date())), 0.0)
+
+    def state(self) -> SpendState:
+        """What the book holds, for a checkpoint (``load`` takes it back)."""
+        return SpendState(
+            self._day_s,
+            [(who, day, amount) for (who, day), amount in self._days.items()],
+            [(who, y, m, amount) for (who, (y, m)), amount in self._months.items()],
+        )
+
+    def load(self, state: SpendState) -> None:
+        """Hold what ``state`` holds (a book of the same day length), replacing everything."""
+        if state.day_seconds != self._day_s:
+            raise ValueError("a spend book of another day length")
+        self._days = defaultdict(float, {(w, d): a for w, d, a in state.days})
+        self._months = defaultdict(float, {(w, (y, m)): a for w, y, m, a in state.months})
 
     def prune(self, now: datetime) -> None:
         """Forget days before yesterday and months before last month (late entries of a

@@ -260,6 +260,8 @@ SCENARIOS: dict[str, Values] = {
         }
     },
     "fal-key": {"secrets": {"falKey": "fal-test-key"}},
+    # No ledger checkpoint: no volume, no mount, no RELAY_LEDGER_CHECKPOINT_* variable.
+    "ledger-checkpoint-off": {"config": {"relay": {"ledgerCheckpoint": {"enabled": False}}}},
     "existing-secret": {
         "secrets": {
             "existingSecret": "relay-credentials",
@@ -383,6 +385,11 @@ SCENARIOS: dict[str, Values] = {
                 "topicsReplication": 3,
                 "sessionTimeoutSeconds": 45,
                 "dedupeRetentionSeconds": 6048000,
+                "ledgerCheckpoint": {
+                    "intervalSeconds": 120.5,
+                    "maxAgeSeconds": 86400,
+                    "sizeLimit": "2Gi",
+                },
                 "pricePerVideoSecond": 0.65,
                 "staticMembership": False,
                 "watchMode": "webhook",

@@ -2,7 +2,7 @@
 
 - Pod and container run as the image's numeric non-root user with a read-only root
   filesystem, no privilege escalation, no capabilities and the RuntimeDefault seccomp
-  profile; /tmp (an emptyDir) is the only writable path.
+  profile; /tmp and the ledger checkpoint's folder (emptyDirs) are the only writable paths.
 - Liveness is /livez, readiness and startup are /readyz, on the port named http (8000).
 - The pod name reaches the relay as RELAY_GROUP_INSTANCE_ID through the downward API.
 - terminationGracePeriodSeconds covers RELAY_SHUTDOWN_GRACE_S.
@@ -61,15 +61,19 @@ def test_container_security_context_is_locked_down() -> None:
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-def test_only_tmp_is_writable() -> None:
-    """The one writable mount is an emptyDir on /tmp; any other mount is read-only."""
-    pod = deployment(render(SCENARIOS["sasl"]))["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = pod["containers"][0]["volumeMounts"]
-    writable = [m for m in mounts if not m.get("readOnly")]
-    assert [m["mountPath"] for m in writable] == ["/tmp"]  # noqa: S108 - the pod's mount path
-    assert "emptyDir" in volumes[writable[0]["name"]]
-    assert volumes[writable[0]["name"]]["emptyDir"]["sizeLimit"] == "64Mi"
+def test_only_tmp_and_the_ledger_checkpoint_are_writable() -> None:
+    """The writable mounts are emptyDirs on /tmp and on the ledger checkpoint's folder (none
+    but /tmp without the checkpoint); any other mount is read-only."""
+    for scenario, expected in (
+        ("sasl", {"/tmp": "64Mi", "/var/lib/lynx-relay/ledger": "1Gi"}),  # noqa: S108
+        ("ledger-checkpoint-off", {"/tmp": "64Mi"}),  # noqa: S108 - the pod's mount path
+    ):
+        pod = deployment(render(SCENARIOS[scenario]))["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = pod["containers"][0]["volumeMounts"]
+        writable = {m["mountPath"]: m["name"] for m in mounts if not m.get("readOnly")}
+        limits = {path: volumes[name]["emptyDir"]["sizeLimit"] for path, name in writable.items()}
+        assert limits == expected, scenario
 
 
 def test_no_service_account_token_and_no_service_links() -> None:
@@ -266,6 +270,9 @@ def test_default_environment_is_accepted_by_the_relay() -> None:
     assert settings.relay_price_per_video_second == pytest.approx(0.6)
     assert settings.relay_jobs_topic_replication is None  # unset: the relay picks
     assert settings.relay_session_timeout_s is None
+    assert settings.relay_ledger_checkpoint_dir == Path("/var/lib/lynx-relay/ledger")
+    assert settings.relay_ledger_checkpoint_interval_s == 300
+    assert settings.relay_ledger_checkpoint_max_age_s == 43200
 
 
 def test_sasl_environment_is_accepted_by_the_relay(tmp_path: Path) -> None:
@@ -318,6 +325,8 @@ def test_every_option_environment_is_accepted_by_the_relay(tmp_path: Path) -> No
     assert env["RELAY_FAL_CONCURRENCY"] == "6"
     assert env["RELAY_BACKLOG_BODY_BYTES"] == "33554432"
     assert env["RELAY_TENANTS_FILE"] == TENANTS_FILE
+    assert env["RELAY_LEDGER_CHECKPOINT_INTERVAL_S"] == "120.5"
+    assert env["RELAY_LEDGER_CHECKPOINT_MAX_AGE_S"] == "86400"
     files = {
         "KAFKA_SSL_CAFILE": str(ca),
         "KAFKA_SSL_CERTFILE": str(ca),
@@ -332,6 +341,8 @@ def test_every_option_environment_is_accepted_by_the_relay(tmp_path: Path) -> No
     assert settings.relay_backlog_max_requests == 50000
     assert settings.relay_priority_aging_s == pytest.approx(120.5)
     assert settings.tenants.policy("checkout").weight == 3
+    assert settings.relay_ledger_checkpoint_interval_s == pytest.approx(120.5)
+    assert settings.relay_ledger_checkpoint_max_age_s == 86400
 
 
 TENANTS_FILE = "/etc/lynx-relay/tenants/tenants.yaml"

@@ -138,6 +138,14 @@ Renders nothing (not even an empty line) when both are empty.
 {{- printf "%s/tenants.yaml" (include "lynx-relay.tenantsDir" .) }}
 {{- end }}
 
+{{/*
+Where the ledger checkpoint's emptyDir is mounted (config.relay.ledgerCheckpoint), passed as
+RELAY_LEDGER_CHECKPOINT_DIR.
+*/}}
+{{- define "lynx-relay.ledgerCheckpointDir" -}}
+/var/lib/lynx-relay/ledger
+{{- end }}
+
 {{/* "true" when an autoscaler (HPA or KEDA) owns the replica count. */}}
 {{- define "lynx-relay.autoscaled" -}}
 {{- if or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}true{{ end }}

@@ -1,0 +1,328 @@
+"""The ledger's ended entries (finished jobs, rejected messages), held in 31 bytes each.
+
+What dedupe and the DONE decision need of an ended entry is its key, its time and the source
+record it came from; nothing else (metadata, URLs, datetimes) is kept here. A key is held as a
+64-bit fingerprint (BLAKE2b of its UTF-8 bytes); two different keys share one with a
+probability of about n / 2^64 per lookup (about 4e-13 with 7 million held): a new request
+then taken for a duplicate.
+
+Layout (an LSM of one level): a *main* run of parallel NumPy columns sorted by fingerprint
+(fingerprint u64, time in ms i64, offset i64, partition u32, topic u16, state u8: 31 bytes a
+row), and a small *memtable* (a dict) for what came since; the memtable is merged into the
+main run when it reaches ``flush_at`` rows (O(n) copies, no sort of the main run). A lookup is
+one dict probe and one binary search. The main run's arrays are never written in place, only
+replaced, so a snapshot of them (``snapshot``) may be saved by another thread.
+
+Expiry is logical at once (entries older than the last cutoff are invisible) and physical when
+enough have aged out to be worth one copy of the main run.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+EndState = Literal["finished", "rejected"]
+END_STATES: tuple[EndState, ...] = ("finished", "rejected")
+_STATE_CODE = {"finished": 1, "rejected": 2}
+
+# Memtable rows before a merge into the main run: a 16th of the main run, within these bounds
+# (about 15 to 60 MiB of dict rows); a merge of 7 million rows takes about 0.2 s here.
+FLUSH_MIN = 65_536
+FLUSH_MAX = 262_144
+# Expired rows stay in the main run (invisible) until they are this share of it: one copy of
+# the run per 1/64 of it aged out, not one per expiry round.
+_COMPACT_SHARE = 64
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+
+def fingerprint(key: str) -> int:
+    """A key's 64-bit fingerprint: stable across processes (a checkpoint keeps it)."""
+    return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+
+
+class Ended(NamedTuple):
+    """What is held of an ended entry: its state, its time (ms since the epoch) and where its
+    source record is (topic, partition, offset)."""
+
+    state: EndState
+    at_ms: int
+    topic: str
+    partition: int
+    offset: int
+
+
+# A memtable row: (at_ms, topic id, partition, offset, state code); None marks a removal of a
+# row of the main run, applied at the next merge.
+_Row = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class EndedColumns:
+    """A snapshot of the store: its rows as columns, sorted by fingerprint, and its topic
+    names."""
+
+    fingerprint: U64
+    at_ms: I64
+    offset: I64
+    partition: npt.NDArray[np.uint32]
+    topic: npt.NDArray[np.uint16]
+    state: npt.NDArray[np.uint8]
+    topics: tuple[str, ...]
+    cutoff_ms: int
+
+    def __len__(self) -> int:
+        return len(self.fingerprint)
+
+
+def _empty(topics: tuple[str, ...] = (), cutoff_ms: int = -(2**62)) -> EndedColumns:
+    return EndedColumns(
+        np.empty(0, np.uint64),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty(0, np.uint32),
+        np.empty(0, np.uint16),
+        np.empty(0, np.uint8),
+        topics,
+        cutoff_ms,
+    )
+
+
+class EndedStore:
+    """Ended entries by key fingerprint: put, get, remove, expire, snapshot."""
+
+    def __init__(self, flush_min: int = FLUSH_MIN, flush_max: int = FLUSH_MAX) -> None:
+        self._flush_min, self._flush_max = flush_min, flush_max
+        self._flush_at = flush_min
+        self._install(_empty())
+        self._mem: dict[int, _Row | None] = {}
+        self._topics: list[str] = []
+        self._topic_ids: dict[str, int] = {}
+        self._cutoff_ms = -(2**62)  # rows older than this are expired: invisible
+        self._counts = {1: 0, 2: 0}  # visible rows per state code
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def get(self, fp: int) -> Ended | None:
+        row = self._row(fp)
+        if row is None or row[0] < self._cutoff_ms:
+            return None
+        at_ms, topic, partition, offset, state = row
+        return Ended(END_STATES[state - 1], at_ms, self._topics[topic], partition, offset)
+
+    def _row(self, fp: int) -> _Row | None:
+        if fp in self._mem:
+            return self._mem[fp]
+        return self._main_row(fp)
+
+    def _main_row(self, fp: int) -> _Row | None:
+        fps, at_ms, topic, partition, offset, state = self._views
+        i = bisect_left(fps, fp)
+        if i == len(fps) or fps[i] != fp:
+            return None
+        return (at_ms[i], topic[i], partition[i], offset[i], state[i])
+
+    def count(self, state: EndState) -> int:
+        return self._counts[_STATE_CODE[state]]
+
+    def __len__(self) -> int:
+        return self._counts[1] + self._counts[2]
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def put(self, fp: int, ended: Ended, *, absent: bool = False) -> None:
+        """Hold ``ended`` for this fingerprint, replacing what was held; ``absent``: the caller
+        knows nothing visible is held for it (one lookup saved)."""
+        if not absent:
+            self._forget_count(fp)
+        tid = self._topic_ids.get(ended.topic)
+        if tid is None:
+            tid = self._topic_ids[ended.topic] = len(self._topics)
+            self._topics.append(ended.topic)
+        code = _STATE_CODE[ended.state]
+        self._mem[fp] = (ended.at_ms, tid, ended.partition, ended.offset, code)
+        if ended.at_ms >= self._cutoff_ms:
+            self._counts[code] += 1
+        if len(self._mem) >= self._flush_at:
+            self.flush()
+
+    def remove(self, fp: int) -> None:
+        self._forget_count(fp)
+        if self._main_row(fp) is not None:
+            self._mem[fp] = None  # the main run's row goes at the next merge
+        else:
+            self._mem.pop(fp, None)
+
+    def _forget_count(self, fp: int) -> None:
+        row = self._row(fp)
+        if row is not None and row[0] >= self._cutoff_ms:
+            self._counts[row[4]] -= 1
+
+    def flush(self) -> None:
+        """Merge the memtable into the main run: rows it replaces or removes are dropped, its
+        new rows inserted in fingerprint order; O(main + memtable), no sort of the main run."""
+        if not self._mem:
+            return
+        main = self._main
+        keys = np.fromiter(sorted(self._mem), np.uint64, len(self._mem))
+        at = np.searchsorted(main.fingerprint, keys)
+        inside = at < len(main)
+        hit = np.zeros(len(keys), bool)
+        hit[inside] = main.fingerprint[at[inside]] == keys[inside]
+        if hit.any():
+            keep = np.ones(len(main), bool)
+            keep[at[hit]] = False
+            main = _take(main, keep)
+        rows = [(k, r) for k in keys.tolist() if (r := self._mem[k]) is not None]
+        self._mem = {}
+        if rows:
+            fresh = _columns(rows, tuple(self._topics), self._cutoff_ms)
+            main = _insert(main, fresh)
+        self._install(
+            EndedColumns(
+                main.fingerprint,
+                main.at_ms,
+                main.offset,
+                main.partition,
+                main.topic,
+                main.state,
+                tuple(self._topics),
+                self._cutoff_ms,
+            )
+        )
+
+    def _install(self, main: EndedColumns) -> None:
+        self._main = main
+        # Scalar reads go through memoryviews: bisect and indexing on them cost a third of
+        # NumPy's scalar calls (0.8 µs against 2.6 µs for a search of 7 million rows here).
+        self._views = (
+            main.fingerprint.data,
+            main.at_ms.data,
+            main.topic.data,
+            main.partition.data,
+            main.offset.data,
+            main.state.data,
+        )
+        self._flush_at = max(self._flush_min, min(self._flush_max, len(main) // 16))
+
+    def expire(self, cutoff_ms: int) -> int:
+        """Forget rows older than ``cutoff_ms``; the number newly forgotten. They vanish from
+        reads at once and from memory when they are a 1/64 share of the main run."""
+        previous = self._cutoff_ms
+        if cutoff_ms <= previous:
+            return 0
+        self._cutoff_ms = cutoff_ms
+        gone = 0
+        for fp, row in list(self._mem.items()):
+            if row is not None and row[0] < cutoff_ms:
+                # A main row under it stays shadowed (it may be newer: a row replaces whatever
+                # its writer says it supersedes).
+                if self._main_row(fp) is not None:
+                    self._mem[fp] = None
+                else:
+                    del self._mem[fp]
+                if row[0] >= previous:
+                    self._counts[row[4]] -= 1
+                    gone += 1
+        main = self._main
+        aged = (main.at_ms >= previous) & (main.at_ms < cutoff_ms)
+        for fp, code in zip(
+            main.fingerprint[aged].tolist(), main.state[aged].tolist(), strict=True
+        ):
+            if fp not in self._mem:  # not shadowed by a newer row or a removal
+                self._counts[code] -= 1
+                gone += 1
+        old = main.at_ms < cutoff_ms
+        n_old = int(np.count_nonzero(old))
+        if n_old and n_old * _COMPACT_SHARE >= len(main):
+            self._install(_take(main, ~old))
+        return gone
+
+    def _recount(self) -> None:
+        main = self._main
+        live = main.state[main.at_ms >= self._cutoff_ms]
+        self._counts = {code: int(np.count_nonzero(live == code)) for code in (1, 2)}
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self) -> EndedColumns:
+        """Every row, as columns sorted by fingerprint: the memtable is merged first, and the
+        main run it returns is never written in place (so another thread may save it)."""
+        self.flush()
+        return self._main
+
+    def load(self, columns: EndedColumns) -> None:
+        """Replace everything held with ``columns`` (a ``snapshot``: sorted, each row once)."""
+        fps = columns.fingerprint
+        if len(fps) > 1 and not bool(np.all(fps[1:] > fps[:-1])):
+            raise ValueError("a snapshot's rows are sorted by fingerprint, each once")
+        self._topics = list(columns.topics)
+        self._topic_ids = {t: i for i, t in enumerate(self._topics)}
+        self._mem = {}
+        self._cutoff_ms = columns.cutoff_ms
+        self._install(columns)
+        self._recount()
+
+    def nbytes(self) -> int:
+        """Bytes of the main run's arrays (the memtable not counted)."""
+        m = self._main
+        return sum(
+            a.nbytes for a in (m.fingerprint, m.at_ms, m.offset, m.partition, m.topic, m.state)
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, Ended]]:
+        """Every visible row (fingerprint, ended): for tests and tools, not the hot path."""
+        for fp in sorted(set(self._mem) | set(self._main.fingerprint.tolist())):
+            if (ended := self.get(fp)) is not None:
+                yield fp, ended
+
+
+def _columns(rows: list[tuple[int, _Row]], topics: tuple[str, ...], cutoff: int) -> EndedColumns:
+    """Columns of memtable rows, in the order given."""
+    n = len(rows)
+    return EndedColumns(
+        np.fromiter((fp for fp, _ in rows), np.uint64, n),
+        np.fromiter((r[0] for _, r in rows), np.int64, n),
+        np.fromiter((r[3] for _, r in rows), np.int64, n),
+        np.fromiter((r[2] for _, r in rows), np.uint32, n),
+        np.fromiter((r[1] for _, r in rows), np.uint16, n),
+        np.fromiter((r[4] for _, r in rows), np.uint8, n),
+        topics,
+        cutoff,
+    )
+
+
+def _take(c: EndedColumns, mask: npt.NDArray[np.bool_]) -> EndedColumns:
+    return EndedColumns(
+        c.fingerprint[mask],
+        c.at_ms[mask],
+        c.offset[mask],
+        c.partition[mask],
+        c.topic[mask],
+        c.state[mask],
+        c.topics,
+        c.cutoff_ms,
+    )
+
+
+def _insert(main: EndedColumns, fresh: EndedColumns) -> EndedColumns:
+    """``fresh`` (sorted, no fingerprint of ``main``) merged into ``main`` in order."""
+    at = np.searchsorted(main.fingerprint, fresh.fingerprint)
+    return EndedColumns(
+        np.insert(main.fingerprint, at, fresh.fingerprint),
+        np.insert(main.at_ms, at, fresh.at_ms),
+        np.insert(main.offset, at, fresh.offset),
+        np.insert(main.partition, at, fresh.partition),
+        np.insert(main.topic, at, fresh.topic),
+        np.insert(main.state, at, fresh.state),
+        fresh.topics,
+        fresh.cutoff_ms,
+    )

@@ -1,0 +1,134 @@
+"""The ledger view's local checkpoint: what is saved comes back, and a checkpoint that must not
+be trusted is refused with its reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from service.adapters.ledger_checkpoint import CheckpointPlace, CheckpointUnusable
+from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
+
+T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def place(folder: Path, **changes: object) -> CheckpointPlace:
+    values: dict[str, object] = {
+        "folder": folder,
+        "topic": "lynx.relay.jobs",
+        "retention": timedelta(days=7),
+        "budget_day": DAY,
+        "max_age": timedelta(hours=12),
+    }
+    values.update(changes)
+    return CheckpointPlace(**values)  # type: ignore[arg-type]
+
+
+def a_view() -> LedgerView:
+    view = LedgerView(timedelta(days=7))
+    for i in range(300):
+        view.apply(
+            f"done-{i}",
+            LedgerEntry(
+                f"done-{i}",
+                "finished",
+                Source("req", i % 3, i),
+                T0 - timedelta(minutes=i),
+                tenant="acme",
+                amount=3.0375,
+                fal_request_id=f"f-{i}",
+                shape="81:720p",
+                run_s=40.0 + i % 5,
+            ),
+        )
+    view.apply(
+        "running",
+        LedgerEntry(
+            "running",
+            "submitted",
+            Source("req", 0, 999),
+            T0,
+            fal=FalRef("f-run", "https://q/s", "https://q/r", "https://q/c"),
+            metadata={"order": "o-1"},
+            tenant="acme",
+            units=5.0625,
+        ),
+    )
+    view.apply("maybe", LedgerEntry("maybe", "intent", Source("req", 1, 1000), T0, digest="d1"))
+    bad = Source("req", 2, 77)
+    view.apply(bad.key, LedgerEntry(bad.key, "rejected", bad, T0))
+    view.expire(T0)
+    return view
+
+
+def test_a_saved_checkpoint_loads_back_the_same_view_and_positions(tmp_path: Path) -> None:
+    view = a_view()
+    where = place(tmp_path)
+    size = where.save(view.snapshot(), {0: 120, 1: 101, 2: 80}, T0)
+    assert size == where.path.stat().st_size
+    assert [p.name for p in tmp_path.iterdir()] == [where.path.name]  # no temporary left
+
+    found = where.load(T0 + timedelta(minutes=5), partitions=3)
+    assert found is not None
+    assert found.positions == {0: 120, 1: 101, 2: 80}
+    assert found.written_at == T0
+    back = LedgerView(timedelta(days=7))
+    back.restore(found.snapshot)
+    assert (
+        back.counts()
+        == view.counts()
+        == {
+            "intent": 1,
+            "submitted": 1,
+            "finished": 300,
+            "rejected": 1,
+        }
+    )
+    assert back.get("running") == view.get("running")  # an open job comes back whole
+    assert back.decide("running", Source("req", 0, 999), T0) is Intake.RESUME
+    assert back.decide("maybe", Source("req", 1, 1000), T0) is Intake.RECONCILE
+    assert back.decide("done-7", Source("req", 1, 7), T0) is Intake.DONE
+    assert back.decide("done-7", Source("req", 0, 5000), T0) is Intake.DUPLICATE
+    assert back.rejected_before(Source("req", 2, 77))
+    assert back.at_fal == 2
+    assert back.units_in_flight("acme") == pytest.approx(5.0625)
+    assert back.fal_ids() == view.fal_ids()
+    assert back.run_times() == view.run_times()
+    assert back.spend.today("acme", T0) == pytest.approx(view.spend.today("acme", T0))
+
+
+@pytest.mark.parametrize(
+    ("changes", "partitions", "reason"),
+    [
+        ({"topic": "other.jobs"}, 3, "topic"),
+        ({}, 6, "partitions"),
+        ({"retention": timedelta(days=30)}, 3, "retention_s"),
+        ({"budget_day": timedelta(hours=1)}, 3, "budget_day_s"),
+        ({"max_age": timedelta(minutes=1)}, 3, "old"),
+    ],
+)
+def test_a_checkpoint_of_another_ledger_or_settings_or_too_old_is_refused(
+    tmp_path: Path, changes: dict[str, object], partitions: int, reason: str
+) -> None:
+    place(tmp_path).save(a_view().snapshot(), {0: 1, 1: 1, 2: 1}, T0)
+    reader = place(tmp_path, **changes)
+    if "topic" in changes:
+        (tmp_path / "lynx.relay.jobs.ledger.npz").rename(reader.path)
+    with pytest.raises(CheckpointUnusable, match=reason):
+        reader.load(T0 + timedelta(minutes=5), partitions)
+
+
+def test_no_checkpoint_is_none_and_a_damaged_one_is_refused(tmp_path: Path) -> None:
+    where = place(tmp_path)
+    assert where.load(T0, 3) is None
+    where.path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointUnusable, match="unreadable"):
+        where.load(T0, 3)
+    where.save(a_view().snapshot(), {0: 1, 1: 1, 2: 1}, T0)
+    whole = where.path.read_bytes()
+    where.path.write_bytes(whole[: len(whole) // 2])  # cut short
+    with pytest.raises(CheckpointUnusable, match="unreadable"):
+        where.load(T0, 3)
