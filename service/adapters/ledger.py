@@ -23,7 +23,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from service.adapters.kafka_client import client_options
 from service.adapters.ledger_checkpoint import CheckpointPlace, CheckpointUnusable
-from service.adapters.ledger_codec import decode_entry
+from service.adapters.ledger_codec import decode_end, decode_entry
 from service.config import Settings
 from service.core.backoff import Backoff
 from service.core.ledger import LedgerEntry, LedgerSink, LedgerView
@@ -81,6 +81,7 @@ class KafkaLedger:
         # A checkpoint is the relay's (a LedgerView's), never a tool's.
         assert checkpoint is None or isinstance(view, LedgerView)
         self._checkpoint = checkpoint
+        self._slim = isinstance(view, LedgerView)
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._ready = False
         self.records_read = 0
@@ -294,7 +295,10 @@ class KafkaLedger:
             self._view.apply(key, None)
             return
         try:
-            entry, _writer = decode_entry(key, value)
+            # The relay's view keeps little of an ended entry (nearly every record of a large
+            # ledger): those are decoded for what it keeps; a tool's fold gets every field.
+            end = decode_end(key, value) if self._slim else None
+            entry = end if end is not None else decode_entry(key, value)[0]
         except (ValueError, KeyError, TypeError) as exc:
             self.bad_records += 1
             self._log.warning("ledger_record_unreadable", key=key, error=str(exc))

@@ -116,3 +116,52 @@ def _opt_str(value: Any) -> str | None:
 
 def _opt_float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class _Source(msgspec.Struct):
+    topic: str
+    partition: int
+    offset: int
+
+
+class _End(msgspec.Struct):
+    """What a ``LedgerView`` keeps of an ended entry (``service.core.ended``, plus its spend,
+    run time and fal job); msgspec skips the other fields without building them."""
+
+    state: str
+    source: _Source
+    at: str
+    tenant: str | None = None
+    units: float | None = None
+    amount: float | None = None
+    fal_request_id: str | None = None
+    shape: str | None = None
+    run_s: float | None = None
+
+
+_END = msgspec.json.Decoder(_End)
+
+
+def decode_end(key: str, value: bytes) -> LedgerEntry | None:
+    """An ended entry (finished, rejected) with only what the relay's view keeps of it, at
+    about a third of ``decode_entry``'s cost; None for any other record (an open entry, or
+    one whose fields are not of the usual types: ``decode_entry`` reads it tolerantly)."""
+    try:
+        end = _END.decode(value)
+    except msgspec.ValidationError:
+        return None
+    if end.state not in ("finished", "rejected"):
+        return None
+    src = end.source
+    return LedgerEntry(
+        key=key,
+        state=end.state,  # type: ignore[arg-type]  # (checked above)
+        source=Source(src.topic, src.partition, src.offset),
+        at=datetime.fromisoformat(end.at),
+        tenant=end.tenant,
+        units=end.units,
+        amount=end.amount,
+        fal_request_id=end.fal_request_id,
+        shape=end.shape,
+        run_s=end.run_s,
+    )

@@ -4,12 +4,14 @@ it kept ended entries compactly)."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
+from service.adapters.ledger_codec import decode_end, decode_entry, encode_entry
 from service.core.ended import Ended, EndedStore, fingerprint
 from service.core.ledger import (
     ENTRY_STATES,
@@ -259,3 +261,51 @@ def test_an_ended_job_keeps_its_fal_id_an_hour_and_longer_while_an_older_intent_
     view.expire(T0 + timedelta(hours=3))
     assert not view.names_fal_job("f-a")
     assert view.decide("a", here, T0 + timedelta(hours=3)) is Intake.DONE  # dedupe stays
+
+
+# --- the slim decoding of ended records -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        LedgerEntry(
+            "r1",
+            "finished",
+            Source("req", 3, 41),
+            T0,
+            received_at=T0,
+            metadata={"order": "o-1"},
+            status="succeeded",
+            shape="81:720p",
+            run_s=41.5,
+            tenant="acme",
+            fal_request_id="f-1",
+            units=5.0625,
+            amount=3.0375,
+        ),
+        LedgerEntry("source:req:1:9", "rejected", Source("req", 1, 9), T0),
+        LedgerEntry("r2", "finished", Source("req", 0, 1), T0, status="cancelled"),
+    ],
+    ids=["finished", "rejected", "finished-bare"],
+)
+def test_an_end_decoded_slim_keeps_everything_the_view_uses(original: LedgerEntry) -> None:
+    value = encode_entry(original, "w-1")
+    slim = decode_end(original.key, value)
+    whole, _writer = decode_entry(original.key, value)
+    assert slim is not None
+    kept = ("key", "state", "source", "at", "tenant", "units", "amount", "fal_request_id")
+    for name in (*kept, "shape", "run_s"):
+        assert getattr(slim, name) == getattr(whole, name), name
+    assert slim.metadata is None  # not read: the view does not keep it
+
+
+def test_open_and_unusual_records_are_left_to_the_whole_decoder() -> None:
+    submitted = LedgerEntry(
+        "r1", "submitted", Source("req", 0, 1), T0, fal=FalRef("f", "s", "r", "c")
+    )
+    assert decode_end("r1", encode_entry(submitted, "w")) is None
+    odd = json.loads(encode_entry(LedgerEntry("r1", "finished", Source("req", 0, 1), T0), "w"))
+    odd["tenant"] = 7  # an older or foreign writer: the whole decoder tolerates it
+    assert decode_end("r1", json.dumps(odd).encode()) is None
+    assert decode_entry("r1", json.dumps(odd).encode())[0].tenant is None

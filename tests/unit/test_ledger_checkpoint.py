@@ -124,9 +124,10 @@ def test_a_checkpoint_of_another_ledger_or_settings_or_too_old_is_refused(
 def test_no_checkpoint_is_none_and_a_damaged_one_is_refused(tmp_path: Path) -> None:
     where = place(tmp_path)
     assert where.load(T0, 3) is None
-    where.path.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointUnusable, match="unreadable"):
-        where.load(T0, 3)
+    for damaged in (b"", b"not a checkpoint at all", b"PK\x03\x04 a zip cut short"):
+        where.path.write_bytes(damaged)
+        with pytest.raises(CheckpointUnusable, match="unreadable"):
+            where.load(T0, 3)
     where.save(a_view().snapshot(), {0: 1, 1: 1, 2: 1}, T0)
     whole = where.path.read_bytes()
     where.path.write_bytes(whole[: len(whole) // 2])  # cut short
