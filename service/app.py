@@ -255,6 +255,7 @@ class RelayService:
             view = LedgerView(
                 timedelta(seconds=s.relay_dedupe_retention_s),
                 budget_day=timedelta(seconds=s.relay_budget_day_s),
+                whole=s.relay_ledger_scope == "all",
             )
             ledger = KafkaLedger(s, view, writer, checkpoint=checkpoint_place(s))
             inbox = KafkaInbox(s, self.metrics)

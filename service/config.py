@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     relay_jobs_topic_partitions: int = Field(default=12, ge=1, le=10_000)
     relay_jobs_topic_replication: int | None = Field(default=None, ge=1, le=32)  # None: auto
     relay_dedupe_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Whose finished requests a replica remembers: "all" (every partition's: a request_id is
+    # a duplicate wherever it was seen) or "owned" (only the partitions it owns: memory and
+    # restore scale out with replicas; a duplicate is caught when it lands in the partition of
+    # the first, which keying requests by request_id ensures). README "Scale".
+    relay_ledger_scope: Literal["all", "owned"] = "all"
     # A local checkpoint of the ledger view (service.adapters.ledger_checkpoint): a restarted
     # replica loads it and reads only the ledger's tail. Unset: every start reads it whole.
     relay_ledger_checkpoint_dir: Path | None = None

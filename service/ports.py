@@ -104,6 +104,13 @@ class LedgerFeed(Protocol):
     async def catch_up(self) -> None:
         """Return once every ledger record written before the call is in the view."""
 
+    async def take(self, sources: set[tuple[str, int]]) -> None:
+        """Source partitions taken over: hold their ended entries (RELAY_LEDGER_SCOPE=owned)
+        and catch up, as ``catch_up``."""
+
+    def release(self, sources: set[tuple[str, int]]) -> None:
+        """Source partitions handed back: their ended entries need not be held."""
+
     def written(self, entry: LedgerEntry) -> None:
         """An entry of ours that Kafka just acknowledged: in the view at once (reading it
         back later changes nothing)."""

@@ -200,6 +200,17 @@ class _Out:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    # A ledger entry goes to the ledger partition of its source partition (modulo the ledger's
+    # partitions), so a replica finds the entries of a partition it takes over in one ledger
+    # partition (RELAY_LEDGER_SCOPE=owned); None: the key decides.
+    source_partition: int | None = None
+
+
+async def _send(producer: AIOKafkaProducer, r: _Out) -> None:
+    partition = None
+    if r.source_partition is not None:
+        partition = r.source_partition % len(await producer.partitions_for(r.topic))
+    await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers), partition=partition)
 
 
 class KafkaOutbox:
@@ -316,7 +327,12 @@ class KafkaOutbox:
     # --- group commit ---------------------------------------------------------------------
 
     def _ledger_record(self, entry: LedgerEntry) -> _Out:
-        return _Out(self._ledger, entry.key.encode(), encode_entry(entry, self._writer))
+        return _Out(
+            self._ledger,
+            entry.key.encode(),
+            encode_entry(entry, self._writer),
+            source_partition=entry.source.partition,
+        )
 
     async def _write(self, records: list[_Out]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -352,9 +368,7 @@ class KafkaOutbox:
                 async with producer.transaction():
                     for records, _done in batch:
                         for r in records:
-                            await producer.send(
-                                r.topic, r.value, key=r.key, headers=list(r.headers)
-                            )
+                            await _send(producer, r)
             except Exception as exc:
                 for _records, done in batch:
                     if not done.done():

@@ -248,6 +248,58 @@ class KafkaLedger:
         async with self._progress:
             await self._progress.wait_for(lambda: self._reached(ends))
 
+    async def take(self, sources: set[tuple[str, int]]) -> None:
+        """Partitions taken over: their ended entries are held from now on (with
+        RELAY_LEDGER_SCOPE=owned, read again from their ledger partitions), and the view is
+        caught up."""
+        view = self._view
+        if isinstance(view, LedgerView):
+            new = view.hold(sources)
+            if new:
+                await self._backfill(view, {p % len(self._parts) for _t, p in new})
+        await self.catch_up()
+
+    def release(self, sources: set[tuple[str, int]]) -> None:
+        """Partitions handed back: their ended entries are no longer held (scope "owned")."""
+        if isinstance(self._view, LedgerView):
+            self._view.release(sources)
+
+    async def _backfill(self, view: LedgerView, ledger_partitions: set[int]) -> None:
+        """Read these ledger partitions from their start to their end now into the view's
+        ``backfill`` (what the follower skipped before they were held)."""
+        began = time.monotonic()
+        parts = [TopicPartition(self._topic, p) for p in sorted(ledger_partitions)]
+        reader = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            **client_options(self._settings),
+        )
+        await reader.start()
+        read = 0
+        try:
+            assert self._ends is not None
+            ends = await self._ends.end_offsets(parts)
+            reader.assign(parts)
+            for tp in parts:
+                reader.seek(tp, 0)
+            while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
+                batches = await reader.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        read += 1
+                        entry = self._decode(record.key, record.value)
+                        if entry is not None:
+                            view.backfill(entry[0], entry[1])
+        finally:
+            await reader.stop()
+        self._log.info(
+            "ledger_backfilled",
+            ledger_partitions=sorted(ledger_partitions),
+            records_read=read,
+            seconds=round(time.monotonic() - began, 3),
+        )
+
     def _reached(self, ends: dict[TopicPartition, int]) -> bool:
         if self._task is not None and self._task.done():
             self._task.result()  # surfaces the follower's failure to the waiter
@@ -288,22 +340,29 @@ class KafkaLedger:
 
     def _apply(self, raw_key: bytes | None, value: bytes | None) -> None:
         self.records_read += 1
+        decoded = self._decode(raw_key, value)
+        if decoded is not None:
+            self._view.apply(*decoded)
+
+    def _decode(
+        self, raw_key: bytes | None, value: bytes | None
+    ) -> tuple[str, LedgerEntry | None] | None:
+        """The key and entry of a record (None: a tombstone); None for a record without a
+        key or one that cannot be read (counted and logged)."""
         if raw_key is None:
-            return
+            return None
         key = raw_key.decode("utf-8", "replace")
         if value is None:
-            self._view.apply(key, None)
-            return
+            return key, None
         try:
             # The relay's view keeps little of an ended entry (nearly every record of a large
             # ledger): those are decoded for what it keeps; a tool's fold gets every field.
             end = decode_end(key, value) if self._slim else None
-            entry = end if end is not None else decode_entry(key, value)[0]
+            return key, end if end is not None else decode_entry(key, value)[0]
         except (ValueError, KeyError, TypeError) as exc:
             self.bad_records += 1
             self._log.warning("ledger_record_unreadable", key=key, error=str(exc))
-            return
-        self._view.apply(key, entry)
+            return None
 
 
 def _check_positions(positions: dict[int, int], ends: dict[int, int]) -> None:

@@ -90,6 +90,7 @@ class CheckpointPlace:
             "recent_ends": [[k, format_timestamp(at), f] for k, at, f in snapshot.recent_ends],
             "run_times": [[shape, format_timestamp(at), s] for shape, at, s in snapshot.run_times],
             "spend": {"days": snapshot.spend.days, "months": snapshot.spend.months},
+            "scope": None if snapshot.scope is None else sorted(snapshot.scope),
         }
         arrays = {name: getattr(snapshot.ended, name) for name in _COLUMNS}
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -174,6 +175,9 @@ def _snapshot(
         run_times=[
             (str(shape), datetime.fromisoformat(at), float(s)) for shape, at, s in meta["run_times"]
         ],
+        scope=None
+        if meta.get("scope") is None
+        else frozenset((str(t), int(p)) for t, p in meta["scope"]),
         spend=SpendState(
             budget_day.total_seconds(),
             [(str(w), int(d), float(a)) for w, d, a in spend["days"]],

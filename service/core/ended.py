@@ -251,6 +251,24 @@ class EndedStore:
         live = main.state[main.at_ms >= self._cutoff_ms]
         self._counts = {code: int(np.count_nonzero(live == code)) for code in (1, 2)}
 
+    def drop(self, sources: set[tuple[str, int]]) -> int:
+        """Forget every row whose source record is in one of these (topic, partition)s; the
+        number of visible rows forgotten (a replica handing partitions back, ``LedgerView``'s
+        scope)."""
+        self.flush()
+        main = self._main
+        gone = np.zeros(len(main), bool)
+        for topic, partition in sources:
+            tid = self._topic_ids.get(topic)
+            if tid is not None:
+                gone |= (main.topic == tid) & (main.partition == partition)
+        if not gone.any():
+            return 0
+        before = len(self)
+        self._install(_take(main, ~gone))
+        self._recount()
+        return before - len(self)
+
     # --- snapshots --------------------------------------------------------------------------
 
     def snapshot(self) -> EndedColumns:

@@ -155,6 +155,7 @@ class LedgerSnapshot:
     recent_ends: list[tuple[str, datetime, str]]
     run_times: list[tuple[str, datetime, float]]
     spend: SpendState
+    scope: frozenset[tuple[str, int]] | None = None  # the partitions whose ends it kept
 
 
 class LedgerView:
@@ -166,8 +167,18 @@ class LedgerView:
     ``RUN_TIMES_KEPT`` per shape.
     """
 
-    def __init__(self, retention: timedelta, budget_day: timedelta = timedelta(days=1)) -> None:
+    def __init__(
+        self,
+        retention: timedelta,
+        budget_day: timedelta = timedelta(days=1),
+        *,
+        whole: bool = True,
+    ) -> None:
         self.retention = retention
+        # The source partitions whose ended entries are kept; None: every one (RELAY_LEDGER_SCOPE
+        # "all"). Entries of jobs at fal, spend and fal ids are kept for every partition: the
+        # fleet cap, budgets and fal's history need the whole fleet's.
+        self._scope: set[tuple[str, int]] | None = None if whole else set()
         self._retention_ms = retention // _MS
         self._open: dict[str, LedgerEntry] = {}
         self._ended = EndedStore()
@@ -213,10 +224,9 @@ class LedgerView:
                 self._fal_ids[entry.fal.request_id] = key
             return
         src = entry.source
-        state: EndState = "finished" if entry.state == "finished" else "rejected"
-        # Whatever was held for the key was just removed (``_unindex``): nothing to replace.
-        ended = Ended(state, _ms(entry.at), src.topic, src.partition, src.offset)
-        self._ended.put(fp, ended, absent=True)
+        if self._scope is None or (src.topic, src.partition) in self._scope:
+            # Whatever was held for the key was just removed (``_unindex``): nothing to replace.
+            self._ended.put(fp, _ended(entry), absent=True)
         self._forget_recent(key)  # (one an expired end left: its row was invisible)
         if entry.fal_request_id is not None:
             self._fal_ids[entry.fal_request_id] = key
@@ -280,6 +290,43 @@ class LedgerView:
         if tenant is None:
             return sum(self._open_units.values())
         return self._open_units.get(tenant, 0.0)
+
+    # --- scope: the partitions whose ended entries are kept --------------------------------
+
+    def hold(self, sources: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Keep the ended entries of these source partitions from now on; the ones not kept
+        until now (their entries read so far must be read again, into ``backfill``)."""
+        if self._scope is None:
+            return set()
+        new = sources - self._scope
+        self._scope |= new
+        return new
+
+    def release(self, sources: set[tuple[str, int]]) -> int:
+        """Stop keeping the ended entries of these source partitions; the number forgotten."""
+        if self._scope is None:
+            return 0
+        self._scope -= sources
+        return self._ended.drop(sources)
+
+    def holds(self, source: Source) -> bool:
+        return self._scope is None or (source.topic, source.partition) in self._scope
+
+    @property
+    def scope(self) -> frozenset[tuple[str, int]] | None:
+        return None if self._scope is None else frozenset(self._scope)
+
+    def backfill(self, key: str, entry: LedgerEntry | None) -> None:
+        """An ended entry read again for a partition just held: only its row is kept (its
+        spend, fal id and run time were counted when it was first read)."""
+        if entry is None or entry.open or not self.holds(entry.source):
+            return
+        fp = fingerprint(key)
+        held = self._held(key, fp)
+        if held is None:
+            self._ended.put(fp, _ended(entry), absent=True)
+        elif not held.open and entry.supersedes(held):
+            self._ended.put(fp, _ended(entry))
 
     def run_times(self) -> list[tuple[str, float]]:
         """(shape, run time) of the latest finished jobs held per shape, oldest first."""
@@ -379,12 +426,15 @@ class LedgerView:
             recent_ends=[(k, at, fal_id) for k, (at, fal_id) in self._recent_ends.items()],
             run_times=[(shape, at, s) for shape, runs in self._run_times.items() for at, s in runs],
             spend=self.spend.state(),
+            scope=self.scope,
         )
 
     def restore(self, snapshot: LedgerSnapshot) -> None:
         """Hold what ``snapshot`` held; the view must be new (nothing applied yet)."""
         if len(self) or self._recent_ends:
             raise ValueError("restore into a new view only")
+        if (snapshot.scope is None) != (self._scope is None):
+            raise ValueError("a snapshot of a view that kept another scope of partitions")
         self._ended.load(snapshot.ended)
         for entry in snapshot.open:
             self.apply(entry.key, entry)
@@ -394,6 +444,8 @@ class LedgerView:
         for shape, at, seconds in sorted(snapshot.run_times, key=lambda r: r[1]):
             self._run_times.setdefault(shape, deque(maxlen=RUN_TIMES_KEPT)).append((at, seconds))
         self.spend.load(snapshot.spend)
+        if snapshot.scope is not None:
+            self._scope = set(snapshot.scope)
 
     def counts(self) -> dict[str, int]:
         counter = Counter(e.state for e in self._open.values())
@@ -407,6 +459,12 @@ class LedgerView:
 
     def __len__(self) -> int:
         return len(self._open) + len(self._ended)
+
+
+def _ended(entry: LedgerEntry) -> Ended:
+    src = entry.source
+    state: EndState = "finished" if entry.state == "finished" else "rejected"
+    return Ended(state, _ms(entry.at), src.topic, src.partition, src.offset)
 
 
 def _same(entry: LedgerEntry, held: LedgerEntry | None) -> bool:

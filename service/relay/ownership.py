@@ -109,7 +109,7 @@ class Ownership:
         backoff = Backoff(0.5, 10.0)
         while parts & self._parts.catching_up:
             try:
-                await self._ledger.catch_up()
+                await self._ledger.take({(p.topic, p.partition) for p in parts})
             except Exception as exc:
                 delay = backoff.next()
                 self._log.warning("ledger_catch_up_failed", error=repr(exc), retry_in_s=delay)
@@ -147,6 +147,7 @@ class Ownership:
         await self.hand_back(parts)
         await self._commits.commit(parts)
         self._commits.drop(parts)
+        self._ledger.release({(p.topic, p.partition) for p in parts})
         self.share()
 
     async def hand_back(self, parts: set[Partition] | None) -> None:

@@ -385,6 +385,7 @@ SCENARIOS: dict[str, Values] = {
                 "topicsReplication": 3,
                 "sessionTimeoutSeconds": 45,
                 "dedupeRetentionSeconds": 6048000,
+                "ledgerScope": "owned",
                 "ledgerCheckpoint": {
                     "intervalSeconds": 120.5,
                     "maxAgeSeconds": 86400,

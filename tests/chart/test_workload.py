@@ -312,6 +312,7 @@ def test_every_option_environment_is_accepted_by_the_relay(tmp_path: Path) -> No
     objects = render(SCENARIOS["everything"])
     env = container_environment(objects, external=_EXTERNAL)
     assert env["RELAY_DEDUPE_RETENTION_S"] == "6048000"
+    assert env["RELAY_LEDGER_SCOPE"] == "owned"
     assert env["RELAY_JOBS_TOPIC_REPLICATION"] == "3"
     assert env["RELAY_SESSION_TIMEOUT_S"] == "45"
     assert env["EXTRA"] == env["EXTRA_FROM_CM"] == env["EXTRA_FROM_SECRET"] == "1"

@@ -251,6 +251,15 @@ class FakeLedgerFeed:
         for entry in self.previous:
             self.view.apply(entry.key, entry)
 
+    async def take(self, sources: set[tuple[str, int]]) -> None:
+        self.view.hold(sources)
+        await self.catch_up()
+        for entry in self.previous:  # what the view skipped before it held them, again
+            self.view.backfill(entry.key, entry)
+
+    def release(self, sources: set[tuple[str, int]]) -> None:
+        self.view.release(sources)
+
     def written(self, entry: LedgerEntry) -> None:
         self.view.apply(entry.key, entry)
 

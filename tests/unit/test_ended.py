@@ -309,3 +309,64 @@ def test_open_and_unusual_records_are_left_to_the_whole_decoder() -> None:
     odd["tenant"] = 7  # an older or foreign writer: the whole decoder tolerates it
     assert decode_end("r1", json.dumps(odd).encode()) is None
     assert decode_entry("r1", json.dumps(odd).encode())[0].tenant is None
+
+
+# --- scope: a replica holding the ended entries of the partitions it owns ---------------------
+
+P0, P1 = ("req", 0), ("req", 1)
+
+
+def _end(key: str, partition: int, offset: int, at: datetime = T0) -> LedgerEntry:
+    return LedgerEntry(
+        key, "finished", Source("req", partition, offset), at, tenant="a", amount=1.0
+    )
+
+
+def test_an_owned_scope_keeps_ends_of_held_partitions_and_every_open_job_and_spend() -> None:
+    view = LedgerView(timedelta(days=7), whole=False)
+    assert view.hold({P0}) == {P0}
+    view.apply("a", _end("a", 0, 1))
+    view.apply("b", _end("b", 1, 1))  # another replica's partition
+    running = LedgerEntry("c", "submitted", Source("req", 1, 2), T0, fal=FalRef("f", "s", "r", "c"))
+    view.apply("c", running)
+    assert view.decide("a", Source("req", 0, 1), T0) is Intake.DONE
+    assert view.decide("b", Source("req", 1, 1), T0) is Intake.NEW  # not held here
+    assert view.get("c") == running  # jobs at fal: the whole fleet's (fleet cap, budgets)
+    assert view.at_fal == 1
+    assert view.spend.today("a", T0) == 2.0  # spend: the whole fleet's
+    assert view.counts()["finished"] == 1
+
+
+def test_a_partition_taken_over_is_backfilled_and_one_handed_back_forgotten() -> None:
+    view = LedgerView(timedelta(days=7), whole=False)
+    view.hold({P0})
+    first = _end("b", 1, 1)
+    view.apply("b", first)
+    view.apply("x", _end("x", 0, 5))
+    assert view.hold({P0, P1}) == {P1}  # only P1 needs reading again
+    view.backfill("b", first)
+    view.backfill("x", _end("x", 0, 5))  # held already: nothing changes
+    view.backfill("b", _end("b", 0, 9, at=T0 - timedelta(hours=1)))  # older: does not win
+    assert view.decide("b", Source("req", 1, 1), T0) is Intake.DONE
+    assert view.decide("b", Source("req", 1, 2), T0) is Intake.DUPLICATE
+    assert view.spend.today("a", T0) == 2.0  # a backfill counts no spend again
+    assert view.release({P1}) == 1
+    assert view.decide("b", Source("req", 1, 1), T0) is Intake.NEW
+    assert view.decide("x", Source("req", 0, 5), T0) is Intake.DONE
+    assert view.scope == frozenset({P0})
+    view.backfill("b", first)  # a late read of a partition handed back: not kept
+    assert view.counts()["finished"] == 1
+
+
+def test_a_snapshot_keeps_its_scope_and_is_refused_by_a_view_of_the_other_kind() -> None:
+    owned = LedgerView(timedelta(days=7), whole=False)
+    owned.hold({P0})
+    owned.apply("a", _end("a", 0, 1))
+    again = LedgerView(timedelta(days=7), whole=False)
+    again.restore(owned.snapshot())
+    assert again.scope == frozenset({P0})
+    assert again.decide("a", Source("req", 0, 1), T0) is Intake.DONE
+    with pytest.raises(ValueError, match="scope"):
+        LedgerView(timedelta(days=7)).restore(owned.snapshot())
+    with pytest.raises(ValueError, match="scope"):
+        LedgerView(timedelta(days=7), whole=False).restore(LedgerView(RETENTION).snapshot())
