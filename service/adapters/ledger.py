@@ -8,7 +8,15 @@ entries, so that is harmless. This feed is the view's one writer.
 The topic is compacted (the latest entry per key is kept) and also deleted by age
 (``cleanup.policy=compact,delete``, ``retention.ms`` = RELAY_DEDUPE_RETENTION_S), which is what
 bounds the dedupe window; the relay refuses a retention shorter than its job timeout, so the
-entry of a job still running is never aged out.
+entry of a job still running is never aged out. An entry is written to the ledger partition of
+its source record's partition (modulo the ledger's partitions), so the entries of a request
+partition are in one ledger partition.
+
+Starting: from a local checkpoint when one is set and trusted (``ledger_checkpoint``: the view
+as of a position per partition, then only the tail is read), else from each partition's start.
+Taking partitions over (``take``): with RELAY_LEDGER_SCOPE=owned, the ended entries of request
+partitions not held so far are read again from their ledger partition (``backfill``); handed
+back (``release``), they are forgotten at the next take that does not take them again.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from service.core.backoff import Backoff
 from service.core.ledger import LedgerEntry, LedgerSink, LedgerView
 from service.logs import get_logger
 
+_SEGMENT_MS = 6 * 3600 * 1000
+
 
 async def ensure_ledger_topic(settings: Settings) -> None:
     """Create the ledger topic with compaction when it is missing (RELAY_CREATE_JOBS_TOPIC)."""
@@ -38,6 +48,7 @@ async def ensure_ledger_topic(settings: Settings) -> None:
         if settings.relay_jobs_topic in set(await admin.list_topics()):
             return
         replication = settings.relay_jobs_topic_replication
+        retention_ms = int(settings.relay_dedupe_retention_s * 1000)
         if replication is None:
             # Like the broker's own internal topics: three copies where there are three brokers.
             cluster = await admin.describe_cluster()
@@ -48,8 +59,14 @@ async def ensure_ledger_topic(settings: Settings) -> None:
             replication_factor=replication,
             topic_configs={
                 "cleanup.policy": "compact,delete",
-                "retention.ms": str(int(settings.relay_dedupe_retention_s * 1000)),
+                "retention.ms": str(retention_ms),
                 "min.compaction.lag.ms": "0",
+                # The cleaner never compacts the active segment, which by Kafka's default rolls
+                # after 7 days: a week of intent, submitted and finished entries would all stay,
+                # three records a job for every start to read. Rolled every 6 hours and cleaned
+                # at a tenth dirty, the ledger stays near one record a request.
+                "segment.ms": str(min(retention_ms, _SEGMENT_MS)),
+                "min.cleanable.dirty.ratio": "0.1",
             },
         )
         try:
@@ -82,6 +99,7 @@ class KafkaLedger:
         assert checkpoint is None or isinstance(view, LedgerView)
         self._checkpoint = checkpoint
         self._slim = isinstance(view, LedgerView)
+        self._released: set[tuple[str, int]] = set()
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._ready = False
         self.records_read = 0
@@ -254,15 +272,18 @@ class KafkaLedger:
         caught up."""
         view = self._view
         if isinstance(view, LedgerView):
+            view.release(self._released - sources)
+            self._released -= sources
             new = view.hold(sources)
             if new:
                 await self._backfill(view, {p % len(self._parts) for _t, p in new})
         await self.catch_up()
 
     def release(self, sources: set[tuple[str, int]]) -> None:
-        """Partitions handed back: their ended entries are no longer held (scope "owned")."""
-        if isinstance(self._view, LedgerView):
-            self._view.release(sources)
+        """Partitions handed back: their ended entries are forgotten at the next ``take``
+        unless it takes them again (a rebalance revokes every partition before it assigns
+        them: one kept is not read again)."""
+        self._released |= sources
 
     async def _backfill(self, view: LedgerView, ledger_partitions: set[int]) -> None:
         """Read these ledger partitions from their start to their end now into the view's

@@ -118,6 +118,14 @@ class EndedStore:
         at_ms, topic, partition, offset, state = row
         return Ended(END_STATES[state - 1], at_ms, self._topics[topic], partition, offset)
 
+    def position(self, fp: int) -> tuple[int, str, int, int] | None:
+        """(time in ms, topic, partition, offset) of the visible row, without building an
+        ``Ended``: the dedupe lookup of every fetched record."""
+        row = self._mem[fp] if fp in self._mem else self._main_row(fp)
+        if row is None or row[0] < self._cutoff_ms:
+            return None
+        return row[0], self._topics[row[1]], row[2], row[3]
+
     def _row(self, fp: int) -> _Row | None:
         if fp in self._mem:
             return self._mem[fp]

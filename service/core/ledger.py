@@ -180,6 +180,7 @@ class LedgerView:
         # fleet cap, budgets and fal's history need the whole fleet's.
         self._scope: set[tuple[str, int]] | None = None if whole else set()
         self._retention_ms = retention // _MS
+        self._now, self._now_ms = _EPOCH, 0
         self._open: dict[str, LedgerEntry] = {}
         self._ended = EndedStore()
         # Jobs that are, or may be, at fal (submitted or intent, not finished), kept as it
@@ -368,16 +369,15 @@ class LedgerView:
             if entry.state == "submitted":
                 return Intake.RESUME if entry.source == source else Intake.DUPLICATE
             return Intake.RECONCILE if entry.source == source else Intake.DUPLICATE
-        ended = self._ended.get(fingerprint(request_id))
+        ended = self._ended.position(fingerprint(request_id))
         if ended is None:
             return Intake.NEW
-        if _ms(now) - ended.at_ms > self._retention_ms:
+        at_ms, topic, partition, offset = ended
+        if now is not self._now:  # one clock reading serves a whole batch of records
+            self._now, self._now_ms = now, _ms(now)
+        if self._now_ms - at_ms > self._retention_ms:
             return Intake.NEW
-        same = (ended.offset, ended.partition, ended.topic) == (
-            source.offset,
-            source.partition,
-            source.topic,
-        )
+        same = offset == source.offset and partition == source.partition and topic == source.topic
         return Intake.DONE if same else Intake.DUPLICATE
 
     def landed(self, entry: LedgerEntry) -> bool:
