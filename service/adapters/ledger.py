@@ -276,7 +276,12 @@ class KafkaLedger:
             self._released -= sources
             new = view.hold(sources)
             if new:
-                await self._backfill(view, {p % len(self._parts) for _t, p in new})
+                try:
+                    await self._backfill(view, {p % len(self._parts) for _t, p in new})
+                except BaseException:
+                    # Not held until read whole: the caller's retry reads them again.
+                    view.release(new)
+                    raise
         await self.catch_up()
 
     def release(self, sources: set[tuple[str, int]]) -> None:

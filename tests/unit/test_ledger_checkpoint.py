@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
+from service.adapters.ledger import KafkaLedger
 from service.adapters.ledger_checkpoint import CheckpointPlace, CheckpointUnusable
+from service.config import load_settings
 from service.core.ledger import FalRef, Intake, LedgerEntry, LedgerView, Source
 
 T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -133,3 +136,42 @@ def test_no_checkpoint_is_none_and_a_damaged_one_is_refused(tmp_path: Path) -> N
     where.path.write_bytes(whole[: len(whole) // 2])  # cut short
     with pytest.raises(CheckpointUnusable, match="unreadable"):
         where.load(T0, 3)
+
+
+class _FlakyReads(KafkaLedger):
+    """The ledger feed with its Kafka reads replaced: the first backfill fails part-way (after
+    reading one entry), later ones read ``entries``; catching up has nothing to wait for."""
+
+    def __init__(self, view: LedgerView, entries: list[LedgerEntry]) -> None:
+        super().__init__(load_settings({"FAL_KEY": "k"}), view, "test")
+        self._parts = [TopicPartition("jobs", p) for p in range(3)]
+        self.entries = entries
+        self.failures_left = 1
+
+    async def _backfill(self, view: LedgerView, ledger_partitions: set[int]) -> None:
+        for entry in self.entries:
+            view.backfill(entry.key, entry)
+            if self.failures_left:
+                self.failures_left -= 1
+                raise ConnectionError("broker went away")
+
+    async def catch_up(self) -> None:
+        return None
+
+
+async def test_a_backfill_that_fails_is_read_again_by_the_retry() -> None:
+    """A take-over whose backfill fails holds nothing of it (not even what it read), so the
+    retry reads the partitions again rather than deciding without their finished requests."""
+    view = LedgerView(timedelta(days=7), whole=False)
+    done = [
+        LedgerEntry(f"d{i}", "finished", Source("req", 1, i), T0 - timedelta(minutes=i))
+        for i in range(3)
+    ]
+    feed = _FlakyReads(view, done)
+    with pytest.raises(ConnectionError):
+        await feed.take({("req", 1)})
+    assert view.scope == frozenset()
+    assert view.counts()["finished"] == 0
+    await feed.take({("req", 1)})
+    assert view.scope == frozenset({("req", 1)})
+    assert [view.decide(e.key, e.source, T0) for e in done] == [Intake.DONE] * 3
