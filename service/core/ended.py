@@ -178,10 +178,23 @@ class EndedStore:
         """(time in ms, topic, partition, offset) of the visible row, without building an
         ``Ended``: the dedupe lookup of every fetched record."""
         i = self._mem.index.get(fp)
-        row = self._main_row(fp) if i is None else self._mem.row(i)
-        if row is None or row[0] < self._cutoff_ms:
+        if i is not None:
+            row = self._mem.row(i)
+            if row is None or row[0] < self._cutoff_ms:
+                return None
+            return row[0], self._topics[row[1]], row[2], row[3]
+        # The main run's search, inline and reading no column it does not need: each read of
+        # a 7-million-row column is a cache miss.
+        fps, at_ms, topic, partition, offset, _state = self._views
+        run = fp >> self._shift
+        end = self._starts[run + 1]
+        j = bisect_left(fps, fp, self._starts[run], end)
+        if j == end or fps[j] != fp:
             return None
-        return row[0], self._topics[row[1]], row[2], row[3]
+        at = at_ms[j]
+        if at < self._cutoff_ms:
+            return None
+        return at, self._topics[topic[j]], partition[j], offset[j]
 
     def _row(self, fp: int) -> _Row | None:
         i = self._mem.index.get(fp)
