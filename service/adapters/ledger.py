@@ -100,6 +100,7 @@ class KafkaLedger:
         self._checkpoint = checkpoint
         self._slim = isinstance(view, LedgerView)
         self._released: set[tuple[str, int]] = set()
+        self._backfilling = 0
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._ready = False
         self.records_read = 0
@@ -192,6 +193,11 @@ class KafkaLedger:
         place = self._checkpoint
         if place is None or not self._ready:
             return
+        if self._backfilling:
+            # The view holds a partition whose ended entries are half read: a checkpoint of it
+            # would say they are all there. The next interval (or none) will do.
+            self._log.info("ledger_checkpoint_skipped", reason="backfill in progress")
+            return
         assert isinstance(self._view, LedgerView)
         # Taken between two awaits: every record before these positions is in the view.
         positions = {tp.partition: self._positions.get(tp, 0) for tp in self._parts}
@@ -276,12 +282,15 @@ class KafkaLedger:
             self._released -= sources
             new = view.hold(sources)
             if new:
+                self._backfilling += 1
                 try:
                     await self._backfill(view, {p % len(self._parts) for _t, p in new})
                 except BaseException:
                     # Not held until read whole: the caller's retry reads them again.
                     view.release(new)
                     raise
+                finally:
+                    self._backfilling -= 1
         await self.catch_up()
 
     def release(self, sources: set[tuple[str, int]]) -> None:

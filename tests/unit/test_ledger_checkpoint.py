@@ -3,6 +3,7 @@ be trusted is refused with its reason."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -175,3 +176,41 @@ async def test_a_backfill_that_fails_is_read_again_by_the_retry() -> None:
     await feed.take({("req", 1)})
     assert view.scope == frozenset({("req", 1)})
     assert [view.decide(e.key, e.source, T0) for e in done] == [Intake.DONE] * 3
+
+
+class _SlowReads(_FlakyReads):
+    """A backfill that waits for ``go`` (after reading its first entry)."""
+
+    def __init__(self, view: LedgerView, entries: list[LedgerEntry], folder: Path) -> None:
+        super().__init__(view, entries)
+        self._checkpoint = place(folder)
+        self._ready = True
+        self.failures_left = 0
+        self.reading = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _backfill(self, view: LedgerView, ledger_partitions: set[int]) -> None:
+        view.backfill(self.entries[0].key, self.entries[0])
+        self.reading.set()
+        await self.go.wait()
+        for entry in self.entries[1:]:
+            view.backfill(entry.key, entry)
+
+
+async def test_no_checkpoint_is_written_while_a_partition_is_half_read(tmp_path: Path) -> None:
+    """A checkpoint taken mid-backfill would hold the partition with some of its finished
+    requests missing, and a restart from it would not read them again."""
+    view = LedgerView(timedelta(days=7), whole=False)
+    done = [LedgerEntry(f"d{i}", "finished", Source("req", 1, i), T0) for i in range(3)]
+    feed = _SlowReads(view, done, tmp_path)
+    taking = asyncio.create_task(feed.take({("req", 1)}))
+    await feed.reading.wait()
+    await feed.save_checkpoint()
+    assert not place(tmp_path).path.exists()
+    feed.go.set()
+    await taking
+    await feed.save_checkpoint()
+    found = place(tmp_path).load(datetime.now(UTC), 3)  # (written at the real time)
+    assert found is not None
+    assert found.snapshot.scope == frozenset({("req", 1)})
+    assert len(found.snapshot.ended) == 3
