@@ -1,5 +1,8 @@
-"""The benchmark suite still runs: a tiny smoke version of two of its scenarios (the figures
-are not judged here; benchmarks are not tests)."""
+"""The benchmark suite still runs: a tiny smoke version of one of its scenarios (the figures
+are not judged here; benchmarks are not tests). The dead-letter scenario exercises the whole
+harness (broker, emulator, both systems as processes, the report); the crash scenario's smoke
+run took 80 s, an eighth of the suite, and what it shows is tested in
+tests/integration/test_durability.py."""
 
 from __future__ import annotations
 
@@ -28,10 +31,9 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(450)
 def test_the_benchmark_command_runs_at_smoke_size(tmp_path: Path) -> None:
     output = tmp_path / "smoke.md"
-    done = bench("--quick", "--only", "dead-letter,crash", "--output", str(output))
+    done = bench("--quick", "--only", "dead-letter", "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "5. dead letters: msg/s" in done.stdout
-    assert "6. crash: duplicate submissions" in done.stdout
     # The report can be written again from the figures alone, the same.
     written = output.read_text()
     output.unlink()
