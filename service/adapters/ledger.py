@@ -116,6 +116,12 @@ class KafkaLedger:
         self.bad_records = 0
 
     async def start(self) -> None:
+        """Connect, then read the ledger to its end."""
+        await self.connect()
+        await self.read()
+
+    async def connect(self) -> None:
+        """Connect to Kafka and find the ledger's partitions (quick, or a setting is wrong)."""
         self._consumer = consumer = AIOKafkaConsumer(
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -136,9 +142,15 @@ class KafkaLedger:
             raise
         self._parts = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(self._parts)
+
+    async def read(self) -> None:
+        """Read the ledger into the view up to its end (from a checkpoint when one is set and
+        trusted), then follow it. Minutes for millions of entries read whole (README "How much
+        a replica holds"): bounded by the caller's patience, not a connect timeout."""
+        consumer = self._c
         began, cpu = time.monotonic(), time.process_time()
         source = "topic"
-        start_at = await self._restore(len(partitions)) if self._checkpoint else None
+        start_at = await self._restore(len(self._parts)) if self._checkpoint else None
         if start_at is not None:
             source = "checkpoint"
         for tp in self._parts:
