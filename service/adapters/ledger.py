@@ -122,12 +122,7 @@ class KafkaLedger:
 
     async def connect(self) -> None:
         """Connect to Kafka and find the ledger's partitions (quick, or a setting is wrong)."""
-        self._consumer = consumer = AIOKafkaConsumer(
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            **client_options(self._settings),
-        )
+        self._consumer = consumer = self._reader()
         # The high watermark, not the last stable offset: see catch_up().
         self._ends = ends = AIOKafkaConsumer(
             isolation_level="read_uncommitted", **client_options(self._settings)
@@ -249,6 +244,16 @@ class KafkaLedger:
             f"the ledger topic {self._topic} does not exist (RELAY_CREATE_JOBS_TOPIC=false?)"
         )
 
+    def _reader(self) -> AIOKafkaConsumer:
+        """A reader of the ledger as the view must see it: committed entries only, from the
+        start of a partition unless told otherwise, no group, no commits."""
+        return AIOKafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            **client_options(self._settings),
+        )
+
     @property
     def _c(self) -> AIOKafkaConsumer:
         assert self._consumer is not None, "start() first"
@@ -316,12 +321,7 @@ class KafkaLedger:
         ``backfill`` (what the follower skipped before they were held)."""
         began = time.monotonic()
         parts = [TopicPartition(self._topic, p) for p in sorted(ledger_partitions)]
-        reader = AIOKafkaConsumer(
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            **client_options(self._settings),
-        )
+        reader = self._reader()
         await reader.start()
         read = 0
         try:
@@ -335,9 +335,9 @@ class KafkaLedger:
                 for records in batches.values():
                     for record in records:
                         read += 1
-                        entry = self._decode(record.key, record.value)
-                        if entry is not None:
-                            view.backfill(entry[0], entry[1])
+                        decoded = self._decode(record.key, record.value)
+                        if decoded is not None:
+                            view.backfill(*decoded)
         finally:
             await reader.stop()
         self._log.info(
